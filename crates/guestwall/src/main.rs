@@ -1,0 +1,54 @@
+//! `guestwall`: the command-line client.
+//!
+//! The `filter` verbs work offline on XML files and the built-in library;
+//! no daemon is needed for them.
+
+mod filter_cmd;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// Per-guest network filtering for virtual-machine hosts.
+#[derive(Parser)]
+#[command(name = "guestwall", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with nwfilter XML filters (offline).
+    #[command(subcommand)]
+    Filter(filter_cmd::FilterCmd),
+}
+
+/// What `try_main` reports back: success, or a failure already printed.
+pub enum Outcome {
+    /// Everything was fine.
+    Ok,
+    /// Input was invalid; the reasons were printed.
+    Invalid,
+}
+
+fn try_main() -> anyhow::Result<Outcome> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Filter(cmd) => filter_cmd::run(cmd),
+    }
+}
+
+fn main() -> ExitCode {
+    match try_main() {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::Invalid) => ExitCode::from(1),
+        Err(err) => {
+            // A closed pipe (guestwall ... | head) is not a failure.
+            if err.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("guestwall: error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}

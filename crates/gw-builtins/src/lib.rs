@@ -1,0 +1,170 @@
+//! guestwall's built-in filters and the filter library a host sees.
+//!
+//! The built-ins carry libvirt's names and meaning (`clean-traffic`,
+//! `no-ip-spoofing`, `allow-dhcp`, ...) and are written by us, as XML files
+//! under `filters/` compiled into the binary. A [`Library`] starts from them
+//! and overlays the `*.xml` files of a config directory: a file that defines a
+//! filter of the same name replaces the built-in, as an admin would expect.
+
+use gw_model::Filter;
+use gw_resolve::FilterSource;
+use gw_xml::{read_filter, Diagnostic, ReadError};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+macro_rules! builtins {
+    ($($name:literal),* $(,)?) => {
+        /// The built-in filters as `(name, xml)`.
+        pub const BUILTINS: &[(&str, &str)] = &[
+            $(($name, include_str!(concat!("../filters/", $name, ".xml"))),)*
+        ];
+    };
+}
+
+builtins!(
+    "allow-arp",
+    "allow-dhcp",
+    "allow-dhcp-server",
+    "allow-dhcpv6",
+    "allow-dhcpv6-server",
+    "allow-incoming-ipv4",
+    "allow-incoming-ipv6",
+    "allow-ipv4",
+    "allow-ipv6",
+    "clean-traffic",
+    "clean-traffic-gateway",
+    "no-arp-ip-spoofing",
+    "no-arp-mac-spoofing",
+    "no-arp-spoofing",
+    "no-ip-multicast",
+    "no-ip-spoofing",
+    "no-ipv6-multicast",
+    "no-ipv6-spoofing",
+    "no-mac-broadcast",
+    "no-mac-spoofing",
+    "no-other-l2-traffic",
+    "no-other-rarp-traffic",
+    "qemu-announce-self",
+    "qemu-announce-self-rarp",
+);
+
+/// Where a filter of the library comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Shipped inside the binary.
+    Builtin,
+    /// Read from this file.
+    File(PathBuf),
+}
+
+/// Why the library could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A built-in does not parse: a defect of this build.
+    #[error("built-in filter {name} is broken: {source}")]
+    Builtin {
+        /// The built-in.
+        name: String,
+        /// What is wrong.
+        #[source]
+        source: ReadError,
+    },
+    /// The directory could not be listed or a file not read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file is not a valid filter.
+    #[error("{}:{source}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: ReadError,
+    },
+    /// Two files define the same filter.
+    #[error("{} and {} both define filter '{name}'", first.display(), second.display())]
+    Duplicate {
+        /// The filter's name.
+        name: String,
+        /// The first file.
+        first: PathBuf,
+        /// The second file.
+        second: PathBuf,
+    },
+}
+
+/// The filters a host knows: the built-ins, overlaid by a config directory.
+#[derive(Debug, Clone, Default)]
+pub struct Library {
+    filters: BTreeMap<String, (Filter, Origin)>,
+    quirks: Vec<(PathBuf, Diagnostic)>,
+}
+
+impl Library {
+    /// Only the built-ins.
+    pub fn builtins() -> Result<Library, LoadError> {
+        let mut lib = Library::default();
+        for (name, xml) in BUILTINS {
+            let parsed = read_filter(xml).map_err(|source| LoadError::Builtin { name: name.to_string(), source })?;
+            lib.filters.insert(parsed.value.name.clone(), (parsed.value, Origin::Builtin));
+        }
+        Ok(lib)
+    }
+
+    /// The built-ins overlaid by the `*.xml` files of `dir` (read as libvirt
+    /// reads them; their quirks are kept in [`Library::quirks`]).
+    pub fn with_dir(dir: &Path) -> Result<Library, LoadError> {
+        let mut lib = Library::builtins()?;
+        let io = |source| LoadError::Io { path: dir.to_path_buf(), source };
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .map_err(io)?;
+        paths.retain(|p| p.extension().is_some_and(|e| e == "xml"));
+        paths.sort();
+        for path in paths {
+            let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
+            let parsed = read_filter(&text).map_err(|source| LoadError::Parse { path: path.clone(), source })?;
+            let name = parsed.value.name.clone();
+            if let Some((_, Origin::File(first))) = lib.filters.get(&name) {
+                return Err(LoadError::Duplicate { name, first: first.clone(), second: path });
+            }
+            lib.quirks.extend(parsed.quirks.into_iter().map(|q| (path.clone(), q)));
+            lib.filters.insert(name, (parsed.value, Origin::File(path)));
+        }
+        Ok(lib)
+    }
+
+    /// Adds or replaces one filter.
+    pub fn insert(&mut self, filter: Filter, origin: Origin) {
+        self.filters.insert(filter.name.clone(), (filter, origin));
+    }
+
+    /// A filter and where it comes from.
+    pub fn get(&self, name: &str) -> Option<(&Filter, &Origin)> {
+        self.filters.get(name).map(|(f, o)| (f, o))
+    }
+
+    /// All filters by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&Filter, &Origin)> {
+        self.filters.values().map(|(f, o)| (f, o))
+    }
+
+    /// Quirks met while reading the config directory.
+    pub fn quirks(&self) -> &[(PathBuf, Diagnostic)] {
+        &self.quirks
+    }
+}
+
+impl FilterSource for Library {
+    fn filter(&self, name: &str) -> Option<&Filter> {
+        self.filters.get(name).map(|(f, _)| f)
+    }
+}

@@ -1,0 +1,536 @@
+//! From a filter and a binding's parameters to the ordered rules a port gets.
+//!
+//! This is libvirt's instantiation (`virNWFilterDefToInst` in
+//! `nwfilter_gentech_driver.c` and the ordering in
+//! `ebiptablesApplyNewRules`), as pure data:
+//! 1. walk the filterref DAG depth-first; a filterref's parameters are
+//!    defaults that the caller's variables override; unknown filters and
+//!    cycles are errors;
+//! 2. check every variable a rule uses is defined (and every `$X[N]` has an
+//!    N-th value), reporting all that are missing at once;
+//! 3. sort the rules: rules of filters in the `root` chain first, then by
+//!    priority, keeping document order among equals;
+//! 4. expand list variables: `$X` / `$X[@N]` walk lists (same N in lockstep,
+//!    different N in all combinations, duplicates skipped), `$X[N]` picks one;
+//! 5. split by layer: Ethernet rules go to their filter's chain, with jumps
+//!    from `root` placed by chain priority; IPv4 and IPv6 transport rules form
+//!    one list each, where chains do not apply.
+//!
+//! The result is deterministic: the same filters and parameters give the same
+//! [`Resolved`], byte for byte once serialised.
+
+use gw_model::filter::chain_prefix;
+use gw_model::value::{parse_value, Access};
+use gw_model::{Entry, FieldValue, Filter, Layer, ProtocolMatch, Rule, Value, VarAccess};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Variable values by name; a list has several values.
+pub type Params = BTreeMap<String, Vec<String>>;
+
+/// Where filters are looked up by name.
+pub trait FilterSource {
+    /// The filter of that name, if there is one.
+    fn filter(&self, name: &str) -> Option<&Filter>;
+}
+
+impl FilterSource for BTreeMap<String, Filter> {
+    fn filter(&self, name: &str) -> Option<&Filter> {
+        self.get(name)
+    }
+}
+
+/// libvirt's reserved variable names.
+pub mod reserved {
+    /// The guest's IPv4 address(es); learned when not given.
+    pub const IP: &str = "IP";
+    /// The guest's MAC address; the binding's MAC when not given.
+    pub const MAC: &str = "MAC";
+    /// The guest's IPv6 address(es).
+    pub const IPV6: &str = "IPV6";
+    /// Trusted DHCP server(s).
+    pub const DHCPSERVER: &str = "DHCPSERVER";
+    /// Trusted DHCPv6 server(s).
+    pub const DHCPSERVERV6: &str = "DHCPSERVERV6";
+    /// How to learn IP: any, dhcp or none.
+    pub const CTRL_IP_LEARNING: &str = "CTRL_IP_LEARNING";
+    /// All of them.
+    pub const ALL: [&str; 6] = [IP, MAC, IPV6, DHCPSERVER, DHCPSERVERV6, CTRL_IP_LEARNING];
+}
+
+/// Why a binding's rules could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// A filterref names a filter that does not exist.
+    #[error("filter '{from}' references unknown filter '{missing}'")]
+    UnknownFilter {
+        /// The referencing filter.
+        from: String,
+        /// The name that was not found.
+        missing: String,
+    },
+    /// Filters reference each other in a loop.
+    #[error("filterref cycle: {}", path.join(" -> "))]
+    Cycle {
+        /// The filters on the loop, the first repeated at the end.
+        path: Vec<String>,
+    },
+    /// Variables used by rules have no value.
+    #[error("cannot resolve filter '{filter}': unresolvable variables or unavailable list elements: {}", missing.join(", "))]
+    MissingVariables {
+        /// The top filter.
+        filter: String,
+        /// The variable accesses without value (`IP`, `PORTS[3]`).
+        missing: Vec<String>,
+    },
+    /// Variables walked by one iterator have lists of different lengths.
+    #[error("filter '{filter}' rule {rule}: variables {} share iterator {iterator} but their lists have different lengths ({})", vars.join(", "), lengths.iter().map(|l| l.to_string()).collect::<Vec<_>>().join(" vs "))]
+    ListLengthMismatch {
+        /// The filter holding the rule.
+        filter: String,
+        /// The rule's position in that filter (1-based, counting rules and filterrefs).
+        rule: usize,
+        /// The iterator id.
+        iterator: u32,
+        /// The variables walked together.
+        vars: Vec<String>,
+        /// Their list lengths.
+        lengths: Vec<usize>,
+    },
+    /// A variable's value does not fit the attribute it is used in.
+    #[error("filter '{filter}' rule {rule}: <{protocol} {attribute}='${var}'>: value '{value}' does not fit: {reason}")]
+    BadValue {
+        /// The filter holding the rule.
+        filter: String,
+        /// The rule's position in that filter (1-based).
+        rule: usize,
+        /// The protocol element.
+        protocol: String,
+        /// The attribute.
+        attribute: String,
+        /// The variable access.
+        var: String,
+        /// The offending value.
+        value: String,
+        /// What is allowed.
+        reason: String,
+    },
+    /// A parameter value has characters libvirt does not allow.
+    #[error("parameter {name}: value '{value}' may only have letters, digits and _.:")]
+    BadParameter {
+        /// The parameter.
+        name: String,
+        /// Its value.
+        value: String,
+    },
+}
+
+/// Where a resolved rule came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    /// The filter that holds the rule.
+    pub filter: String,
+    /// Its position among that filter's entries (1-based).
+    pub entry: usize,
+}
+
+/// One rule with all variables filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResolvedRule {
+    /// The rule, its match holding only concrete values.
+    pub rule: Rule,
+    /// The chain of its filter.
+    pub chain: String,
+    /// Where it came from.
+    pub origin: Origin,
+}
+
+/// A jump from the root chain into a sub-chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Jump {
+    /// The sub-chain.
+    pub chain: String,
+    /// Its priority, which places the jump among root rules.
+    pub priority: i32,
+    /// The protocol family the chain is for (its name's prefix).
+    pub family: String,
+    /// Whether traffic sent by the guest goes there (some rule is out/inout).
+    pub out: bool,
+    /// Whether traffic sent to the guest goes there (some rule is in/inout).
+    pub r#in: bool,
+}
+
+/// An entry of the root chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RootEntry {
+    /// A rule of a filter in the root chain.
+    Rule(ResolvedRule),
+    /// A jump to a sub-chain.
+    Jump(Jump),
+}
+
+/// A sub-chain with its rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubChain {
+    /// The chain's name (`arp`, `ipv4`, `arp-xyz`, ...).
+    pub name: String,
+    /// Its priority.
+    pub priority: i32,
+    /// Its rules in order.
+    pub rules: Vec<ResolvedRule>,
+}
+
+/// The flattened, ordered rules a binding gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Resolved {
+    /// The top filter.
+    pub filter: String,
+    /// The variables used, as given.
+    pub params: Params,
+    /// The Ethernet-level root chain: rules and jumps in order.
+    pub root: Vec<RootEntry>,
+    /// The Ethernet-level sub-chains, in jump order.
+    pub chains: Vec<SubChain>,
+    /// IPv4 transport rules in order.
+    pub ipv4: Vec<ResolvedRule>,
+    /// IPv6 transport rules in order.
+    pub ipv6: Vec<ResolvedRule>,
+}
+
+impl Resolved {
+    /// Every rule, in the order the listing shows them.
+    pub fn rules(&self) -> impl Iterator<Item = &ResolvedRule> {
+        self.root
+            .iter()
+            .filter_map(|e| match e {
+                RootEntry::Rule(r) => Some(r),
+                RootEntry::Jump(_) => None,
+            })
+            .chain(self.chains.iter().flat_map(|c| c.rules.iter()))
+            .chain(self.ipv4.iter())
+            .chain(self.ipv6.iter())
+    }
+}
+
+/// A rule found in the DAG walk, with the variables visible to it.
+struct RuleInst<'a> {
+    rule: &'a Rule,
+    chain: &'a str,
+    chain_priority: i32,
+    origin: Origin,
+    vars: Params,
+}
+
+fn walk<'a>(
+    src: &'a dyn FilterSource,
+    filter: &'a Filter,
+    vars: &Params,
+    stack: &mut Vec<String>,
+    out: &mut Vec<RuleInst<'a>>,
+) -> Result<(), ResolveError> {
+    stack.push(filter.name.clone());
+    for (i, e) in filter.entries.iter().enumerate() {
+        match e {
+            Entry::Rule(rule) => out.push(RuleInst {
+                rule,
+                chain: &filter.chain,
+                chain_priority: filter.priority,
+                origin: Origin { filter: filter.name.clone(), entry: i + 1 },
+                vars: vars.clone(),
+            }),
+            Entry::FilterRef(fr) => {
+                if let Some(pos) = stack.iter().position(|n| n == &fr.filter) {
+                    let mut path = stack[pos..].to_vec();
+                    path.push(fr.filter.clone());
+                    return Err(ResolveError::Cycle { path });
+                }
+                let child = src.filter(&fr.filter).ok_or_else(|| ResolveError::UnknownFilter {
+                    from: filter.name.clone(),
+                    missing: fr.filter.clone(),
+                })?;
+                // The filterref's parameters are defaults: the caller's
+                // variables win (libvirt's virNWFilterCreateVarsFrom).
+                let mut child_vars = fr.params.clone();
+                child_vars.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+                walk(src, child, &child_vars, stack, out)?;
+            }
+        }
+    }
+    stack.pop();
+    Ok(())
+}
+
+/// Checks a DAG for unknown filters and cycles without resolving variables.
+pub fn check_references(src: &dyn FilterSource, filter: &Filter) -> Result<(), ResolveError> {
+    fn visit<'a>(
+        src: &'a dyn FilterSource,
+        f: &'a Filter,
+        stack: &mut Vec<&'a str>,
+        done: &mut BTreeSet<&'a str>,
+    ) -> Result<(), ResolveError> {
+        if done.contains(f.name.as_str()) {
+            return Ok(());
+        }
+        stack.push(&f.name);
+        for r in f.references() {
+            if let Some(pos) = stack.iter().position(|n| *n == r) {
+                let mut path: Vec<String> = stack[pos..].iter().map(|s| s.to_string()).collect();
+                path.push(r.to_string());
+                return Err(ResolveError::Cycle { path });
+            }
+            let child = src
+                .filter(r)
+                .ok_or_else(|| ResolveError::UnknownFilter { from: f.name.clone(), missing: r.to_string() })?;
+            visit(src, child, stack, done)?;
+        }
+        stack.pop();
+        done.insert(&f.name);
+        Ok(())
+    }
+    visit(src, filter, &mut Vec::new(), &mut BTreeSet::new())
+}
+
+fn is_available(va: &VarAccess, vars: &Params) -> bool {
+    match (vars.get(&va.name), va.access) {
+        (None, _) => false,
+        (Some(v), Access::Element(i)) => (i as usize) < v.len(),
+        (Some(v), Access::Iterator(_)) => !v.is_empty(),
+    }
+}
+
+/// One iterator of libvirt's combination iterator (`virNWFilterVarCombIter`).
+struct Iter<'v> {
+    id: Option<u32>,
+    names: Vec<&'v str>,
+    min: usize,
+    max: usize,
+    cur: usize,
+}
+
+/// Every combination of variable values a rule expands to, in libvirt's order.
+fn combinations<'v>(inst: &'v RuleInst, accesses: &[&'v VarAccess]) -> Result<Vec<BTreeMap<&'v VarAccess, &'v str>>, ResolveError> {
+    // Iterator 0 always exists first, used or not.
+    let mut iters: Vec<Iter> = vec![Iter { id: Some(0), names: Vec::new(), min: 0, max: 0, cur: 0 }];
+    let mut lens: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    let mut slot_of: Vec<usize> = Vec::with_capacity(accesses.len());
+    for va in accesses {
+        let values = inst.vars.get(&va.name).map(Vec::as_slice).unwrap_or(&[]);
+        let (idx, min, max) = match va.access {
+            Access::Iterator(id) => {
+                let idx = match iters.iter().position(|it| it.id == Some(id)) {
+                    Some(i) => i,
+                    None => {
+                        iters.push(Iter { id: Some(id), names: Vec::new(), min: 0, max: 0, cur: 0 });
+                        iters.len() - 1
+                    }
+                };
+                (idx, 0, values.len().saturating_sub(1))
+            }
+            Access::Element(n) => {
+                iters.push(Iter { id: None, names: Vec::new(), min: n as usize, max: n as usize, cur: n as usize });
+                (iters.len() - 1, n as usize, n as usize)
+            }
+        };
+        let it = &mut iters[idx];
+        if it.names.is_empty() {
+            it.min = min;
+            it.max = max;
+            it.cur = min;
+        }
+        lens.entry(idx).or_default().push(values.len());
+        it.names.push(&va.name);
+        slot_of.push(idx);
+    }
+    for (idx, l) in &lens {
+        let it = &iters[*idx];
+        if let Some(id) = it.id {
+            if l.iter().any(|x| *x != l[0]) {
+                return Err(ResolveError::ListLengthMismatch {
+                    filter: inst.origin.filter.clone(),
+                    rule: inst.origin.entry,
+                    iterator: id,
+                    vars: it.names.iter().map(|s| s.to_string()).collect(),
+                    lengths: l.clone(),
+                });
+            }
+        }
+    }
+    let value_at = |name: &str, i: usize| inst.vars.get(name).and_then(|v| v.get(i)).map(String::as_str);
+    // A position of an iterator repeats an earlier one when all its variables
+    // have the same values there: libvirt skips those.
+    let unique = |it: &Iter| -> bool {
+        (0..it.cur).all(|i| it.names.iter().any(|n| value_at(n, i) != value_at(n, it.cur)))
+    };
+    let mut out = Vec::new();
+    loop {
+        let mut combo = BTreeMap::new();
+        for (va, idx) in accesses.iter().zip(&slot_of) {
+            if let Some(v) = value_at(&va.name, iters[*idx].cur) {
+                combo.insert(*va, v);
+            }
+        }
+        out.push(combo);
+        let mut i = 0;
+        loop {
+            if i == iters.len() {
+                return Ok(out);
+            }
+            iters[i].cur += 1;
+            if iters[i].cur <= iters[i].max {
+                if !unique(&iters[i]) {
+                    continue;
+                }
+                break;
+            }
+            iters[i].cur = iters[i].min;
+            i += 1;
+        }
+    }
+}
+
+fn substitute(
+    inst: &RuleInst,
+    m: &ProtocolMatch,
+    combo: &BTreeMap<&VarAccess, &str>,
+) -> Result<ProtocolMatch, ResolveError> {
+    let mut out = ProtocolMatch::new(m.protocol);
+    for spec in m.protocol.attributes() {
+        let Some(fv) = m.fields.get(&spec.field) else { continue };
+        let value = match &fv.value {
+            Value::Var(va) => {
+                let raw = combo.get(va).copied().unwrap_or_default();
+                parse_value(spec.kind, raw).map_err(|reason| ResolveError::BadValue {
+                    filter: inst.origin.filter.clone(),
+                    rule: inst.origin.entry,
+                    protocol: m.protocol.element().to_string(),
+                    attribute: spec.field.name().to_string(),
+                    var: va.to_string(),
+                    value: raw.to_string(),
+                    reason,
+                })?
+            }
+            v => v.clone(),
+        };
+        out.fields.insert(spec.field, FieldValue { value, negated: fv.negated });
+    }
+    Ok(out)
+}
+
+/// Resolves `filter` with `params` into the ordered rules a binding gets.
+pub fn resolve(src: &dyn FilterSource, filter: &Filter, params: &Params) -> Result<Resolved, ResolveError> {
+    for (name, values) in params {
+        if let Some(v) = values.iter().find(|v| v.is_empty() || !v.chars().all(gw_model::value::is_var_value_char)) {
+            return Err(ResolveError::BadParameter { name: name.clone(), value: v.clone() });
+        }
+    }
+    let mut insts = Vec::new();
+    walk(src, filter, params, &mut Vec::new(), &mut insts)?;
+
+    let mut missing = BTreeSet::new();
+    for inst in &insts {
+        if let Some(m) = &inst.rule.matches {
+            for va in m.variables() {
+                if !is_available(va, &inst.vars) {
+                    missing.insert(va.to_string());
+                }
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(ResolveError::MissingVariables { filter: filter.name.clone(), missing: missing.into_iter().collect() });
+    }
+
+    // libvirt: root-chain rules sort before all others, then by priority.
+    // We sort stably so equal priorities keep their DAG order.
+    insts.sort_by_key(|i| (i.chain != "root", i.rule.priority));
+
+    let mut expanded: Vec<(ResolvedRule, i32)> = Vec::new();
+    for inst in &insts {
+        let combos = match &inst.rule.matches {
+            Some(m) => combinations(inst, &m.variables())?,
+            None => vec![BTreeMap::new()],
+        };
+        for combo in combos {
+            let matches = match &inst.rule.matches {
+                Some(m) => Some(substitute(inst, m, &combo)?),
+                None => None,
+            };
+            let rule = Rule { matches, ..inst.rule.clone() };
+            expanded.push((
+                ResolvedRule { rule, chain: inst.chain.to_string(), origin: inst.origin.clone() },
+                inst.chain_priority,
+            ));
+        }
+    }
+
+    let mut root_rules = Vec::new();
+    let mut subchains: Vec<SubChain> = Vec::new();
+    let mut jumps: Vec<Jump> = Vec::new();
+    let mut ipv4 = Vec::new();
+    let mut ipv6 = Vec::new();
+    for (rr, chain_priority) in expanded {
+        let layer = rr.rule.matches.as_ref().map_or(Layer::Ethernet, |m| m.protocol.layer());
+        match layer {
+            Layer::Ipv4 => ipv4.push(rr),
+            Layer::Ipv6 => ipv6.push(rr),
+            Layer::Ethernet if rr.chain == "root" => root_rules.push(rr),
+            Layer::Ethernet => {
+                let dir = rr.rule.direction;
+                // The last rule of a chain (in sorted order) sets its jump's
+                // priority, as libvirt's hash update does.
+                match jumps.iter_mut().find(|j| j.chain == rr.chain) {
+                    Some(j) => {
+                        j.priority = chain_priority;
+                        j.out |= dir.covers_out();
+                        j.r#in |= dir.covers_in();
+                    }
+                    None => jumps.push(Jump {
+                        chain: rr.chain.clone(),
+                        priority: chain_priority,
+                        family: chain_prefix(&rr.chain).unwrap_or("root").to_string(),
+                        out: dir.covers_out(),
+                        r#in: dir.covers_in(),
+                    }),
+                }
+                match subchains.iter_mut().find(|c| c.name == rr.chain) {
+                    Some(c) => c.rules.push(rr),
+                    None => subchains.push(SubChain { name: rr.chain.clone(), priority: chain_priority, rules: vec![rr] }),
+                }
+            }
+        }
+    }
+    jumps.sort_by_key(|j| j.priority);
+    for c in &mut subchains {
+        c.priority = jumps.iter().find(|j| j.chain == c.name).map_or(c.priority, |j| j.priority);
+    }
+    subchains.sort_by_key(|c| c.priority);
+
+    // A jump goes before the first root rule whose priority is not lower
+    // (ties: the jump first); jumps past every root rule go last.
+    let mut root = Vec::new();
+    let mut pending = jumps.into_iter().peekable();
+    for rr in root_rules {
+        while let Some(j) = pending.next_if(|j| j.priority <= rr.rule.priority) {
+            root.push(RootEntry::Jump(j));
+        }
+        root.push(RootEntry::Rule(rr));
+    }
+    root.extend(pending.map(RootEntry::Jump));
+
+    Ok(Resolved { filter: filter.name.clone(), params: params.clone(), root, chains: subchains, ipv4, ipv6 })
+}
+
+/// Parses `NAME=VALUE` pairs into parameters; a name given twice is a list.
+pub fn params_from_pairs<'a>(pairs: impl IntoIterator<Item = &'a str>) -> Result<Params, String> {
+    let mut p = Params::new();
+    for pair in pairs {
+        let (k, v) = pair.split_once('=').ok_or_else(|| format!("parameter '{pair}' is not NAME=VALUE"))?;
+        if k.is_empty() || !k.chars().all(gw_model::value::is_var_name_char) {
+            return Err(format!("parameter name '{k}' may only have letters, digits and '_'"));
+        }
+        p.entry(k.to_string()).or_default().push(v.to_string());
+    }
+    Ok(p)
+}
+
