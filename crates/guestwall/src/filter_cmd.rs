@@ -56,9 +56,18 @@ pub enum FilterCmd {
 
 pub fn run(cmd: FilterCmd) -> Result<Outcome> {
     match cmd {
-        FilterCmd::Validate { files, libvirt_quirks, filter_dir } => validate(&files, libvirt_quirks, filter_dir.as_deref()),
+        FilterCmd::Validate {
+            files,
+            libvirt_quirks,
+            filter_dir,
+        } => validate(&files, libvirt_quirks, filter_dir.as_deref()),
         FilterCmd::Normalize { file } => normalize(&file),
-        FilterCmd::Resolve { filter, params, filter_dir, json } => resolve_cmd(&filter, &params, filter_dir.as_deref(), json),
+        FilterCmd::Resolve {
+            filter,
+            params,
+            filter_dir,
+            json,
+        } => resolve_cmd(&filter, &params, filter_dir.as_deref(), json),
         FilterCmd::Builtins { json } => builtins(json),
     }
 }
@@ -69,7 +78,8 @@ fn print_diag(file: &Path, d: &Diagnostic, prefix: &str) {
 
 /// Reads a file; on failure prints every error as FILE:LINE:COL and returns None.
 fn read_file(path: &Path) -> Result<Option<Parsed<Filter>>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     match read_filter(&text) {
         Ok(p) => Ok(Some(p)),
         Err(e) => {
@@ -121,7 +131,9 @@ fn validate(files: &[PathBuf], libvirt_quirks: bool, dir: Option<&Path>) -> Resu
 }
 
 fn normalize(file: &Path) -> Result<Outcome> {
-    let Some(p) = read_file(file)? else { return Ok(Outcome::Invalid) };
+    let Some(p) = read_file(file)? else {
+        return Ok(Outcome::Invalid);
+    };
     for q in &p.quirks {
         print_diag(file, q, " warning: ");
     }
@@ -136,7 +148,9 @@ fn resolve_cmd(name: &str, pairs: &[String], dir: Option<&Path>, json: bool) -> 
     let filter = if lib.get(name).is_some() && !(name.ends_with(".xml") && path.is_file()) {
         lib.get(name).map(|(f, _)| f.clone())
     } else if path.is_file() {
-        let Some(p) = read_file(path)? else { return Ok(Outcome::Invalid) };
+        let Some(p) = read_file(path)? else {
+            return Ok(Outcome::Invalid);
+        };
         for q in &p.quirks {
             print_diag(path, q, " warning: ");
         }
@@ -146,7 +160,9 @@ fn resolve_cmd(name: &str, pairs: &[String], dir: Option<&Path>, json: bool) -> 
         None
     };
     let Some(filter) = filter else {
-        eprintln!("guestwall: no filter named '{name}' (built-in or in --filter-dir) and no such file");
+        eprintln!(
+            "guestwall: no filter named '{name}' (built-in or in --filter-dir) and no such file"
+        );
         return Ok(Outcome::Invalid);
     };
     let resolved = match resolve(&lib, &filter, &params) {
@@ -168,7 +184,12 @@ fn resolve_cmd(name: &str, pairs: &[String], dir: Option<&Path>, json: bool) -> 
 
 fn rule_line(r: &ResolvedRule) -> String {
     let rule = &r.rule;
-    let mut s = format!("{:>5}  {:<8} {:<5}", rule.priority, rule.action.name(), rule.direction.name());
+    let mut s = format!(
+        "{:>5}  {:<8} {:<5}",
+        rule.priority,
+        rule.action.name(),
+        rule.direction.name()
+    );
     if !rule.statematch {
         s.push_str(" statematch=false");
     }
@@ -200,12 +221,18 @@ pub fn render(r: &Resolved) -> String {
                     (true, false) => "out",
                     _ => "in",
                 };
-                s.push_str(&format!("  {:>5}  jump     {dirs:<5} chain {} ({} frames)\n", j.priority, j.chain, j.family));
+                s.push_str(&format!(
+                    "  {:>5}  jump     {dirs:<5} chain {} ({} frames)\n",
+                    j.priority, j.chain, j.family
+                ));
             }
         }
     }
     for c in &r.chains {
-        s.push_str(&format!("\nethernet chain {} (priority {}):\n", c.name, c.priority));
+        s.push_str(&format!(
+            "\nethernet chain {} (priority {}):\n",
+            c.name, c.priority
+        ));
         for rr in &c.rules {
             s.push_str(&format!("  {}\n", rule_line(rr)));
         }
@@ -250,7 +277,13 @@ fn builtins(json: bool) -> Result<Outcome> {
         writeln!(out)?;
     } else {
         for r in &rows {
-            writeln!(out, "{:<24} {:<6} {}", r["name"].as_str().unwrap_or(""), r["chain"].as_str().unwrap_or(""), r["description"].as_str().unwrap_or(""))?;
+            writeln!(
+                out,
+                "{:<24} {:<6} {}",
+                r["name"].as_str().unwrap_or(""),
+                r["chain"].as_str().unwrap_or(""),
+                r["description"].as_str().unwrap_or("")
+            )?;
         }
     }
     Ok(Outcome::Ok)

@@ -574,10 +574,7 @@ pub fn negation_links(protocol: Protocol) -> &'static [(Field, Field)] {
         (F::HelloTimeHi, F::HelloTime),
         (F::ForwardDelayHi, F::ForwardDelay),
     ];
-    const IP: &[(Field, Field)] = &[
-        (F::SrcIpMask, F::SrcIpAddr),
-        (F::DstIpMask, F::DstIpAddr),
-    ];
+    const IP: &[(Field, Field)] = &[(F::SrcIpMask, F::SrcIpAddr), (F::DstIpMask, F::DstIpAddr)];
     const IPV6: &[(Field, Field)] = &[
         (F::SrcIpMask, F::SrcIpAddr),
         (F::DstIpMask, F::DstIpAddr),
@@ -622,5 +619,14 @@ pub fn negation_links(protocol: Protocol) -> &'static [(Field, Field)] {
 /// Whether libvirt applies its ipset clean-up to this protocol
 /// (`virNWFilterRuleDefFixupIPSet`; `all` and `all-ipv6` are spared).
 pub fn has_ipset_fixup(protocol: Protocol) -> bool {
-    !matches!(protocol, Protocol::All | Protocol::AllIpv6 | Protocol::Mac | Protocol::Vlan | Protocol::Stp | Protocol::Arp | Protocol::Rarp)
+    !matches!(
+        protocol,
+        Protocol::All
+            | Protocol::AllIpv6
+            | Protocol::Mac
+            | Protocol::Vlan
+            | Protocol::Stp
+            | Protocol::Arp
+            | Protocol::Rarp
+    )
 }

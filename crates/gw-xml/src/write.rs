@@ -2,8 +2,9 @@
 //! (`virNWFilterDefFormat` in libvirt's `src/conf/nwfilter_conf.c`).
 
 use gw_model::filter::default_chain_priority;
+use gw_model::protocol::has_ipset_fixup;
 use gw_model::value::format_value;
-use gw_model::{Entry, Filter, FilterRef, ProtocolMatch, Rule};
+use gw_model::{Entry, Field, Filter, FilterRef, ProtocolMatch, Rule, Value};
 use std::fmt::Write as _;
 
 /// Escapes text for a single-quoted attribute or element content.
@@ -28,7 +29,12 @@ pub fn escape(s: &str) -> String {
 /// The canonical XML of a filter.
 pub fn write_filter(f: &Filter) -> String {
     let mut out = String::new();
-    let _ = write!(out, "<filter name='{}' chain='{}'", escape(&f.name), escape(&f.chain));
+    let _ = write!(
+        out,
+        "<filter name='{}' chain='{}'",
+        escape(&f.name),
+        escape(&f.chain)
+    );
     // libvirt prints the priority only when it is not 0, which loses an
     // explicit 0 on chains whose default is not 0 (a re-read would give the
     // default). We also print it in that case so that reading our output gives
@@ -60,14 +66,23 @@ pub fn write_filterref(out: &mut String, fr: &FilterRef, indent: &str) {
     out.push_str(">\n");
     for (name, values) in &fr.params {
         for v in values {
-            let _ = writeln!(out, "{indent}  <parameter name='{}' value='{}'/>", escape(name), escape(v));
+            let _ = writeln!(
+                out,
+                "{indent}  <parameter name='{}' value='{}'/>",
+                escape(name),
+                escape(v)
+            );
         }
     }
     let _ = writeln!(out, "{indent}</filterref>");
 }
 
 fn write_rule(out: &mut String, r: &Rule) {
-    let _ = write!(out, "  <rule action='{}' direction='{}' priority='{}'", r.action, r.direction, r.priority);
+    let _ = write!(
+        out,
+        "  <rule action='{}' direction='{}' priority='{}'",
+        r.action, r.direction, r.priority
+    );
     if !r.statematch {
         out.push_str(" statematch='false'");
     }
@@ -91,17 +106,42 @@ pub fn match_elements(m: &ProtocolMatch) -> Vec<String> {
     let name = m.protocol.element();
     let mut lines = Vec::new();
     let mut cur: Option<(bool, String)> = None; // (negated, element so far)
+                                                // libvirt gives an `ipset` without flags the flags `src`, but drops both
+                                                // when a rule has both (except on `all`); so its own dump of such a rule
+                                                // reads back without the ipset. We leave the implied `src` out so our
+                                                // output reads back to the same rule.
+    let implied_flags = has_ipset_fixup(m.protocol)
+        && m.fields.contains_key(&Field::IpSet)
+        && m.get(Field::IpSetFlags)
+            .is_some_and(|f| f.value == Value::IpSetFlags(vec![true]));
     for spec in m.protocol.attributes() {
-        let Some(fv) = m.fields.get(&spec.field) else { continue };
+        let Some(fv) = m.fields.get(&spec.field) else {
+            continue;
+        };
+        if implied_flags && spec.field == Field::IpSetFlags {
+            continue;
+        }
         if cur.as_ref().is_some_and(|(neg, _)| *neg != fv.negated) {
             if let Some((_, e)) = cur.take() {
                 lines.push(e + "/>");
             }
         }
         let (_, e) = cur.get_or_insert_with(|| {
-            (fv.negated, if fv.negated { format!("<{name} match='no'") } else { format!("<{name}") })
+            (
+                fv.negated,
+                if fv.negated {
+                    format!("<{name} match='no'")
+                } else {
+                    format!("<{name}")
+                },
+            )
         });
-        let _ = write!(e, " {}='{}'", spec.field.name(), escape(&format_value(spec.kind, &fv.value)));
+        let _ = write!(
+            e,
+            " {}='{}'",
+            spec.field.name(),
+            escape(&format_value(spec.kind, &fv.value))
+        );
     }
     if let Some((_, e)) = cur {
         lines.push(e + "/>");
