@@ -56,30 +56,29 @@ pub enum FilterCmd {
 
 pub fn run(cmd: FilterCmd) -> Result<Outcome> {
     match cmd {
-        FilterCmd::Validate {
-            files,
-            libvirt_quirks,
-            filter_dir,
-        } => validate(&files, libvirt_quirks, filter_dir.as_deref()),
+        FilterCmd::Validate { files, libvirt_quirks, filter_dir } => {
+            validate(&files, libvirt_quirks, filter_dir.as_deref())
+        }
         FilterCmd::Normalize { file } => normalize(&file),
-        FilterCmd::Resolve {
-            filter,
-            params,
-            filter_dir,
-            json,
-        } => resolve_cmd(&filter, &params, filter_dir.as_deref(), json),
+        FilterCmd::Resolve { filter, params, filter_dir, json } => {
+            resolve_cmd(&filter, &params, filter_dir.as_deref(), json)
+        }
         FilterCmd::Builtins { json } => builtins(json),
     }
 }
 
-fn print_diag(file: &Path, d: &Diagnostic, prefix: &str) {
-    eprintln!("{}:{prefix}{d}", file.display());
+/// Prints `FILE:LINE:COL: [label]element/attribute: message`.
+fn print_diag(file: &Path, d: &Diagnostic, label: &str) {
+    let what = match &d.attribute {
+        Some(a) => format!("{}/{a}", d.element),
+        None => d.element.clone(),
+    };
+    eprintln!("{}:{}:{}: {label}{what}: {}", file.display(), d.line, d.col, d.message);
 }
 
 /// Reads a file; on failure prints every error as FILE:LINE:COL and returns None.
 fn read_file(path: &Path) -> Result<Option<Parsed<Filter>>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     match read_filter(&text) {
         Ok(p) => Ok(Some(p)),
         Err(e) => {
@@ -108,7 +107,7 @@ fn validate(files: &[PathBuf], libvirt_quirks: bool, dir: Option<&Path>) -> Resu
             Some(p) => {
                 for q in &p.quirks {
                     if libvirt_quirks {
-                        print_diag(f, q, " warning: ");
+                        print_diag(f, q, "warning: ");
                     } else {
                         print_diag(f, q, "");
                         ok = false;
@@ -135,7 +134,7 @@ fn normalize(file: &Path) -> Result<Outcome> {
         return Ok(Outcome::Invalid);
     };
     for q in &p.quirks {
-        print_diag(file, q, " warning: ");
+        print_diag(file, q, "warning: ");
     }
     std::io::stdout().write_all(write_filter(&p.value).as_bytes())?;
     Ok(Outcome::Ok)
@@ -152,7 +151,7 @@ fn resolve_cmd(name: &str, pairs: &[String], dir: Option<&Path>, json: bool) -> 
             return Ok(Outcome::Invalid);
         };
         for q in &p.quirks {
-            print_diag(path, q, " warning: ");
+            print_diag(path, q, "warning: ");
         }
         lib.insert(p.value.clone(), Origin::File(path.to_path_buf()));
         Some(p.value)
@@ -160,9 +159,7 @@ fn resolve_cmd(name: &str, pairs: &[String], dir: Option<&Path>, json: bool) -> 
         None
     };
     let Some(filter) = filter else {
-        eprintln!(
-            "guestwall: no filter named '{name}' (built-in or in --filter-dir) and no such file"
-        );
+        eprintln!("guestwall: no filter named '{name}' (built-in or in --filter-dir) and no such file");
         return Ok(Outcome::Invalid);
     };
     let resolved = match resolve(&lib, &filter, &params) {
@@ -184,12 +181,7 @@ fn resolve_cmd(name: &str, pairs: &[String], dir: Option<&Path>, json: bool) -> 
 
 fn rule_line(r: &ResolvedRule) -> String {
     let rule = &r.rule;
-    let mut s = format!(
-        "{:>5}  {:<8} {:<5}",
-        rule.priority,
-        rule.action.name(),
-        rule.direction.name()
-    );
+    let mut s = format!("{:>5}  {:<8} {:<5}", rule.priority, rule.action.name(), rule.direction.name());
     if !rule.statematch {
         s.push_str(" statematch=false");
     }
@@ -229,10 +221,7 @@ pub fn render(r: &Resolved) -> String {
         }
     }
     for c in &r.chains {
-        s.push_str(&format!(
-            "\nethernet chain {} (priority {}):\n",
-            c.name, c.priority
-        ));
+        s.push_str(&format!("\nethernet chain {} (priority {}):\n", c.name, c.priority));
         for rr in &c.rules {
             s.push_str(&format!("  {}\n", rule_line(rr)));
         }

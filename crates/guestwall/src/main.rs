@@ -44,10 +44,10 @@ fn main() -> ExitCode {
         Ok(Outcome::Invalid) => ExitCode::from(1),
         Err(err) => {
             // A closed pipe (guestwall ... | head) is not a failure.
-            if err.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
-            }) {
+            if err
+                .chain()
+                .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
+            {
                 return ExitCode::SUCCESS;
             }
             eprintln!("guestwall: error: {err:#}");

@@ -111,12 +111,8 @@ impl Library {
     pub fn builtins() -> Result<Library, LoadError> {
         let mut lib = Library::default();
         for (name, xml) in BUILTINS {
-            let parsed = read_filter(xml).map_err(|source| LoadError::Builtin {
-                name: name.to_string(),
-                source,
-            })?;
-            lib.filters
-                .insert(parsed.value.name.clone(), (parsed.value, Origin::Builtin));
+            let parsed = read_filter(xml).map_err(|source| LoadError::Builtin { name: name.to_string(), source })?;
+            lib.filters.insert(parsed.value.name.clone(), (parsed.value, Origin::Builtin));
         }
         Ok(lib)
     }
@@ -125,36 +121,19 @@ impl Library {
     /// reads them; their quirks are kept in [`Library::quirks`]).
     pub fn with_dir(dir: &Path) -> Result<Library, LoadError> {
         let mut lib = Library::builtins()?;
-        let io = |source| LoadError::Io {
-            path: dir.to_path_buf(),
-            source,
-        };
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(io)?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<Result<_, _>>()
-            .map_err(io)?;
+        let io = |source| LoadError::Io { path: dir.to_path_buf(), source };
+        let mut paths: Vec<PathBuf> =
+            std::fs::read_dir(dir).map_err(io)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>().map_err(io)?;
         paths.retain(|p| p.extension().is_some_and(|e| e == "xml"));
         paths.sort();
         for path in paths {
-            let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            let parsed = read_filter(&text).map_err(|source| LoadError::Parse {
-                path: path.clone(),
-                source,
-            })?;
+            let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
+            let parsed = read_filter(&text).map_err(|source| LoadError::Parse { path: path.clone(), source })?;
             let name = parsed.value.name.clone();
             if let Some((_, Origin::File(first))) = lib.filters.get(&name) {
-                return Err(LoadError::Duplicate {
-                    name,
-                    first: first.clone(),
-                    second: path,
-                });
+                return Err(LoadError::Duplicate { name, first: first.clone(), second: path });
             }
-            lib.quirks
-                .extend(parsed.quirks.into_iter().map(|q| (path.clone(), q)));
+            lib.quirks.extend(parsed.quirks.into_iter().map(|q| (path.clone(), q)));
             lib.filters.insert(name, (parsed.value, Origin::File(path)));
         }
         Ok(lib)

@@ -10,17 +10,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 fn libvirt_library() -> BTreeMap<String, Filter> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/conformance/libvirt/src/nwfilter/xml");
-    let entries = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("libvirt built-ins not found at {}: {e}", dir.display()));
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/conformance/libvirt/src/nwfilter/xml");
+    let entries =
+        std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("libvirt built-ins not found at {}: {e}", dir.display()));
     let mut lib = BTreeMap::new();
     for e in entries {
         let path = e.expect("dir entry").path();
         let text = std::fs::read_to_string(&path).expect("read");
-        let f = read_filter(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-            .value;
+        let f = read_filter(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display())).value;
         lib.insert(f.name.clone(), f);
     }
     lib
@@ -35,11 +32,7 @@ fn parameter_sets(filter: &str) -> Vec<gw_resolve::Params> {
             "IP=192.0.2.10",
             "MAC=52:54:00:12:34:56",
             "IPV6=2001:db8::10",
-            if v6 {
-                "DHCPSERVER=2001:db8::1"
-            } else {
-                "DHCPSERVER=192.0.2.1"
-            },
+            if v6 { "DHCPSERVER=2001:db8::1" } else { "DHCPSERVER=192.0.2.1" },
             "GATEWAY_MAC=52:54:00:00:00:01",
         ],
         vec![
@@ -48,16 +41,8 @@ fn parameter_sets(filter: &str) -> Vec<gw_resolve::Params> {
             "MAC=52:54:00:12:34:56",
             "IPV6=2001:db8::10",
             "IPV6=2001:db8::11",
-            if v6 {
-                "DHCPSERVER=2001:db8::1"
-            } else {
-                "DHCPSERVER=192.0.2.1"
-            },
-            if v6 {
-                "DHCPSERVER=2001:db8::2"
-            } else {
-                "DHCPSERVER=192.0.2.2"
-            },
+            if v6 { "DHCPSERVER=2001:db8::1" } else { "DHCPSERVER=192.0.2.1" },
+            if v6 { "DHCPSERVER=2001:db8::2" } else { "DHCPSERVER=192.0.2.2" },
             "GATEWAY_MAC=52:54:00:00:00:01",
         ],
     ]
@@ -78,10 +63,9 @@ fn every_libvirt_builtin_has_an_equivalent() {
     let mut compared = 0;
     for name in their_names {
         for params in parameter_sets(name) {
-            let a = resolve(&theirs, &theirs[name], &params)
-                .unwrap_or_else(|e| panic!("libvirt's {name}: {e}"));
-            let b = resolve(&ours, ours.filter(name).expect("ours"), &params)
-                .unwrap_or_else(|e| panic!("our {name}: {e}"));
+            let a = resolve(&theirs, &theirs[name], &params).unwrap_or_else(|e| panic!("libvirt's {name}: {e}"));
+            let b =
+                resolve(&ours, ours.filter(name).expect("ours"), &params).unwrap_or_else(|e| panic!("our {name}: {e}"));
             // Compare everything but the position of each rule inside its
             // file, which is ours to choose.
             let strip = |r: &gw_resolve::Resolved| {
@@ -133,9 +117,6 @@ fn config_dir_overrides_a_builtin() {
     assert!(matches!(origin, gw_builtins::Origin::File(p) if p.ends_with("mine.xml")));
     std::fs::write(dir.join("other.xml"), "<filter name='allow-arp'/>").expect("write");
     let e = Library::with_dir(&dir).unwrap_err();
-    assert!(
-        e.to_string().contains("both define filter 'allow-arp'"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("both define filter 'allow-arp'"), "{e}");
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }

@@ -15,11 +15,7 @@ use std::collections::BTreeMap;
 /// Text for a value of `kind`; may be refused by the reader (then dropped).
 fn value_text(kind: Kind) -> BoxedStrategy<String> {
     let num = |max: u32| {
-        prop_oneof![
-            (0..=max).prop_map(|v| v.to_string()),
-            (0..=max).prop_map(|v| format!("{v:#x}"))
-        ]
-        .boxed()
+        prop_oneof![(0..=max).prop_map(|v| v.to_string()), (0..=max).prop_map(|v| format!("{v:#x}"))].boxed()
     };
     let ip4 = (any::<[u8; 4]>()).prop_map(|b| format!("{}.{}.{}.{}", b[0], b[1], b[2], b[3]));
     let ip6 = any::<[u16; 8]>().prop_map(|w| std::net::Ipv6Addr::from(w).to_string());
@@ -31,24 +27,17 @@ fn value_text(kind: Kind) -> BoxedStrategy<String> {
         Kind::U16Dec => (0..=0xffffu32).prop_map(|v| v.to_string()).boxed(),
         Kind::Dscp => num(63),
         Kind::VlanId => num(4095),
-        Kind::EtherType | Kind::VlanEncap => prop_oneof![
-            select(vec!["arp", "rarp", "ipv4", "ipv6", "vlan"]).prop_map(str::to_string),
-            num(0xffff)
-        ]
-        .boxed(),
-        Kind::IpProtocol => prop_oneof![
-            select(vec!["tcp", "udp", "icmp", "sctp", "esp"]).prop_map(str::to_string),
-            num(0xff)
-        ]
-        .boxed(),
+        Kind::EtherType | Kind::VlanEncap => {
+            prop_oneof![select(vec!["arp", "rarp", "ipv4", "ipv6", "vlan"]).prop_map(str::to_string), num(0xffff)]
+                .boxed()
+        }
+        Kind::IpProtocol => {
+            prop_oneof![select(vec!["tcp", "udp", "icmp", "sctp", "esp"]).prop_map(str::to_string), num(0xff)].boxed()
+        }
         Kind::Mac => mac.boxed(),
         Kind::MacMask => (0..=48u32)
             .prop_map(|p| {
-                let bits: u64 = if p == 0 {
-                    0
-                } else {
-                    (!0u64 << (48 - p)) & 0xffff_ffff_ffff
-                };
+                let bits: u64 = if p == 0 { 0 } else { (!0u64 << (48 - p)) & 0xffff_ffff_ffff };
                 let b = bits.to_be_bytes();
                 crate::value::MacAddr([b[2], b[3], b[4], b[5], b[6], b[7]]).to_string()
             })
@@ -58,25 +47,15 @@ fn value_text(kind: Kind) -> BoxedStrategy<String> {
         Kind::Ipv4Mask => (0..=32u32).prop_map(|v| v.to_string()).boxed(),
         Kind::Ipv6Mask => (0..=128u32).prop_map(|v| v.to_string()).boxed(),
         Kind::Comment => "[a-zA-Z0-9 _.,:;!?<>&'\"/=-]{0,40}".boxed(),
-        Kind::Bool => select(vec!["true", "false"])
+        Kind::Bool => select(vec!["true", "false"]).prop_map(str::to_string).boxed(),
+        Kind::State => select(vec!["NEW", "ESTABLISHED", "NEW,ESTABLISHED", "RELATED,INVALID", "NONE"])
             .prop_map(str::to_string)
             .boxed(),
-        Kind::State => select(vec![
-            "NEW",
-            "ESTABLISHED",
-            "NEW,ESTABLISHED",
-            "RELATED,INVALID",
-            "NONE",
-        ])
-        .prop_map(str::to_string)
-        .boxed(),
-        Kind::TcpFlags => select(vec!["SYN/SYN", "SYN,ACK/ALL", "NONE/ALL", "FIN,RST/RST"])
-            .prop_map(str::to_string)
-            .boxed(),
+        Kind::TcpFlags => {
+            select(vec!["SYN/SYN", "SYN,ACK/ALL", "NONE/ALL", "FIN,RST/RST"]).prop_map(str::to_string).boxed()
+        }
         Kind::IpSetName => "[a-z][a-z0-9_.:+-]{0,10}".boxed(),
-        Kind::IpSetFlags => select(vec!["src", "dst", "src,dst", "dst,src,src"])
-            .prop_map(str::to_string)
-            .boxed(),
+        Kind::IpSetFlags => select(vec!["src", "dst", "src,dst", "dst,src,src"]).prop_map(str::to_string).boxed(),
     }
 }
 
@@ -84,11 +63,7 @@ fn value_text(kind: Kind) -> BoxedStrategy<String> {
 pub fn var_access() -> impl Strategy<Value = VarAccess> {
     (
         select(vec!["IP", "MAC", "A", "B", "PORTS"]),
-        prop_oneof![
-            Just(None),
-            (0..3u32).prop_map(Some),
-            (0..3u32).prop_map(|i| Some(i + 100))
-        ],
+        prop_oneof![Just(None), (0..3u32).prop_map(Some), (0..3u32).prop_map(|i| Some(i + 100))],
     )
         .prop_map(|(n, a)| {
             let access = match a {
@@ -96,10 +71,7 @@ pub fn var_access() -> impl Strategy<Value = VarAccess> {
                 Some(i) if i >= 100 => crate::value::Access::Element(i - 100),
                 Some(i) => crate::value::Access::Iterator(i),
             };
-            VarAccess {
-                name: n.to_string(),
-                access,
-            }
+            VarAccess { name: n.to_string(), access }
         })
 }
 
@@ -168,12 +140,7 @@ pub fn params() -> impl Strategy<Value = BTreeMap<String, Vec<String>>> {
     proptest::collection::btree_map(
         select(vec!["IP", "MAC", "A", "B", "PORTS", "DHCPSERVER"]).prop_map(str::to_string),
         proptest::collection::vec(
-            prop_oneof![
-                "192\\.0\\.2\\.[0-9]{1,2}",
-                "[0-9]{1,4}",
-                "52:54:00:0[0-9]:00:0[0-9]",
-                "[a-z]{1,5}",
-            ],
+            prop_oneof!["192\\.0\\.2\\.[0-9]{1,2}", "[0-9]{1,4}", "52:54:00:0[0-9]:00:0[0-9]", "[a-z]{1,5}",],
             1..4,
         ),
         0..4,
@@ -182,10 +149,7 @@ pub fn params() -> impl Strategy<Value = BTreeMap<String, Vec<String>>> {
 
 /// A filterref to one of `names`.
 pub fn filterref(names: Vec<&'static str>) -> impl Strategy<Value = FilterRef> {
-    (select(names), params()).prop_map(|(f, params)| FilterRef {
-        filter: f.to_string(),
-        params,
-    })
+    (select(names), params()).prop_map(|(f, params)| FilterRef { filter: f.to_string(), params })
 }
 
 /// A filter named `name` whose filterrefs point into `names`.
@@ -201,14 +165,7 @@ pub fn filter_named(name: String, names: Vec<&'static str>) -> impl Strategy<Val
     ];
     let uuid = proptest::option::of(any::<[u8; 16]>().prop_map(|b| {
         let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-        format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        )
+        format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
     }));
     let entries = proptest::collection::vec(
         prop_oneof![4 => rule().prop_map(Entry::Rule), 1 => filterref(names).prop_map(Entry::FilterRef)],
@@ -216,18 +173,11 @@ pub fn filter_named(name: String, names: Vec<&'static str>) -> impl Strategy<Val
     );
     (chain, uuid, entries).prop_map(move |((chain, prio), uuid, entries)| {
         let priority = prio.unwrap_or_else(|| crate::filter::default_chain_priority(&chain));
-        Filter {
-            name: name.clone(),
-            chain,
-            priority,
-            uuid,
-            entries,
-        }
+        Filter { name: name.clone(), chain, priority, uuid, entries }
     })
 }
 
 /// A filter with a generated name.
 pub fn filter() -> impl Strategy<Value = Filter> {
-    "[a-zA-Z][a-zA-Z0-9_.-]{0,15}"
-        .prop_flat_map(|n| filter_named(n, vec!["clean-traffic", "f1", "f2", "f3"]))
+    "[a-zA-Z][a-zA-Z0-9_.-]{0,15}".prop_flat_map(|n| filter_named(n, vec!["clean-traffic", "f1", "f2", "f3"]))
 }

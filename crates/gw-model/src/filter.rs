@@ -34,11 +34,7 @@ impl Action {
 
     /// The XML name.
     pub fn name(self) -> &'static str {
-        Self::NAMES
-            .iter()
-            .find(|(a, _)| *a == self)
-            .map(|(_, n)| *n)
-            .unwrap_or("drop")
+        Self::NAMES.iter().find(|(a, _)| *a == self).map(|(_, n)| *n).unwrap_or("drop")
     }
 
     /// Reads an XML name (exact, as libvirt).
@@ -67,19 +63,12 @@ pub enum Direction {
 
 impl Direction {
     /// All directions with their XML names.
-    pub const NAMES: [(Direction, &'static str); 3] = [
-        (Direction::In, "in"),
-        (Direction::Out, "out"),
-        (Direction::Inout, "inout"),
-    ];
+    pub const NAMES: [(Direction, &'static str); 3] =
+        [(Direction::In, "in"), (Direction::Out, "out"), (Direction::Inout, "inout")];
 
     /// The XML name.
     pub fn name(self) -> &'static str {
-        Self::NAMES
-            .iter()
-            .find(|(a, _)| *a == self)
-            .map(|(_, n)| *n)
-            .unwrap_or("in")
+        Self::NAMES.iter().find(|(a, _)| *a == self).map(|(_, n)| *n).unwrap_or("in")
     }
 
     /// Reads an XML name (exact, as libvirt).
@@ -156,20 +145,15 @@ pub fn chain_prefix(chain: &str) -> Option<&'static str> {
 /// Checks a chain name; the error says what is allowed.
 pub fn check_chain_name(chain: &str) -> Result<&'static str, String> {
     if chain.len() > MAX_CHAIN_NAME_LEN {
-        return Err(format!(
-            "chain name '{chain}' is longer than {MAX_CHAIN_NAME_LEN} characters"
-        ));
+        return Err(format!("chain name '{chain}' is longer than {MAX_CHAIN_NAME_LEN} characters"));
     }
-    if let Some(c) = chain
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || "_.:-".contains(*c)))
-    {
-        return Err(format!(
-            "chain name '{chain}' has the character '{c}'; allowed are letters, digits and _.:-"
-        ));
+    if let Some(c) = chain.chars().find(|c| !(c.is_ascii_alphanumeric() || "_.:-".contains(*c))) {
+        return Err(format!("chain name '{chain}' has the character '{c}'; allowed are letters, digits and _.:-"));
     }
     chain_prefix(chain).ok_or_else(|| {
-        format!("invalid chain name '{chain}': use 'root' or a name starting with mac, vlan, stp, arp, rarp, ipv4 or ipv6")
+        format!(
+            "invalid chain name '{chain}': use 'root' or a name starting with mac, vlan, stp, arp, rarp, ipv4 or ipv6"
+        )
     })
 }
 
@@ -191,13 +175,7 @@ pub struct Filter {
 impl Filter {
     /// A filter with no entries in the root chain.
     pub fn new(name: impl Into<String>) -> Filter {
-        Filter {
-            name: name.into(),
-            chain: "root".into(),
-            priority: 0,
-            uuid: None,
-            entries: Vec::new(),
-        }
+        Filter { name: name.into(), chain: "root".into(), priority: 0, uuid: None, entries: Vec::new() }
     }
 
     /// The names of the filters this one references, in order.
@@ -246,13 +224,7 @@ pub struct Rule {
 impl Rule {
     /// A rule with the default priority and no match.
     pub fn new(action: Action, direction: Direction) -> Rule {
-        Rule {
-            action,
-            direction,
-            priority: DEFAULT_RULE_PRIORITY,
-            statematch: true,
-            matches: None,
-        }
+        Rule { action, direction, priority: DEFAULT_RULE_PRIORITY, statematch: true, matches: None }
     }
 }
 
@@ -297,10 +269,7 @@ pub enum FixupChange {
 impl ProtocolMatch {
     /// An element with no attributes.
     pub fn new(protocol: Protocol) -> ProtocolMatch {
-        ProtocolMatch {
-            protocol,
-            fields: BTreeMap::new(),
-        }
+        ProtocolMatch { protocol, fields: BTreeMap::new() }
     }
 
     /// The value of an attribute, if set.
@@ -318,11 +287,7 @@ impl ProtocolMatch {
             if let Some(fv) = self.fields.get_mut(&follower) {
                 if fv.negated != lead_neg {
                     fv.negated = lead_neg;
-                    changes.push(FixupChange::NegationChanged {
-                        field: follower,
-                        leader,
-                        now_negated: lead_neg,
-                    });
+                    changes.push(FixupChange::NegationChanged { field: follower, leader, now_negated: lead_neg });
                 }
             }
         }
@@ -331,13 +296,7 @@ impl ProtocolMatch {
             let has_flags = self.fields.contains_key(&Field::IpSetFlags);
             if has_set && !has_flags {
                 let negated = false;
-                self.fields.insert(
-                    Field::IpSetFlags,
-                    FieldValue {
-                        value: Value::IpSetFlags(vec![true]),
-                        negated,
-                    },
-                );
+                self.fields.insert(Field::IpSetFlags, FieldValue { value: Value::IpSetFlags(vec![true]), negated });
                 changes.push(FixupChange::IpSetFlagsDefaulted);
             } else if has_set || has_flags {
                 self.fields.remove(&Field::IpSet);
@@ -353,11 +312,7 @@ impl ProtocolMatch {
     pub fn variables(&self) -> Vec<&crate::value::VarAccess> {
         let mut out: Vec<&crate::value::VarAccess> = Vec::new();
         for spec in self.protocol.attributes() {
-            if let Some(FieldValue {
-                value: Value::Var(v),
-                ..
-            }) = self.fields.get(&spec.field)
-            {
+            if let Some(FieldValue { value: Value::Var(v), .. }) = self.fields.get(&spec.field) {
                 if !out.contains(&v) {
                     out.push(v);
                 }

@@ -18,8 +18,8 @@ pub mod protocol;
 pub mod value;
 
 pub use filter::{
-    check_chain_name, default_chain_priority, Action, Direction, Entry, FieldValue, Filter,
-    FilterRef, FixupChange, ProtocolMatch, Rule, DEFAULT_RULE_PRIORITY,
+    check_chain_name, default_chain_priority, Action, Direction, Entry, FieldValue, Filter, FilterRef, FixupChange,
+    ProtocolMatch, Rule, DEFAULT_RULE_PRIORITY,
 };
 pub use protocol::{AttrSpec, Field, Kind, Layer, Protocol};
 pub use value::{Access, MacAddr, Value, VarAccess};

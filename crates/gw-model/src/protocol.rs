@@ -120,9 +120,7 @@ impl Protocol {
         match self {
             Mac | Vlan | Stp | Arp | Rarp | Ip | Ipv6 => Layer::Ethernet,
             Tcp | Icmp | Igmp | Udp | Udplite | Esp | Ah | Sctp | All => Layer::Ipv4,
-            TcpIpv6 | Icmpv6 | UdpIpv6 | UdpliteIpv6 | EspIpv6 | AhIpv6 | SctpIpv6 | AllIpv6 => {
-                Layer::Ipv6
-            }
+            TcpIpv6 | Icmpv6 | UdpIpv6 | UdpliteIpv6 | EspIpv6 | AhIpv6 | SctpIpv6 | AllIpv6 => Layer::Ipv6,
         }
     }
 
@@ -557,10 +555,7 @@ const ICMP6_ATTRS: &[AttrSpec] = l3_table!(K::Ipv6, K::Ipv6Mask;
 /// positive match. We read filters the same way and warn about it.
 pub fn negation_links(protocol: Protocol) -> &'static [(Field, Field)] {
     use Protocol::*;
-    const MACS: &[(Field, Field)] = &[
-        (F::SrcMacMask, F::SrcMacAddr),
-        (F::DstMacMask, F::DstMacAddr),
-    ];
+    const MACS: &[(Field, Field)] = &[(F::SrcMacMask, F::SrcMacAddr), (F::DstMacMask, F::DstMacAddr)];
     const STP: &[(Field, Field)] = &[
         (F::SrcMacMask, F::SrcMacAddr),
         (F::RootPriorityHi, F::RootPriority),

@@ -54,23 +54,17 @@ impl VarAccess {
         }
         let rest = &s[end..];
         if rest.is_empty() {
-            return Ok(VarAccess {
-                name: name.to_string(),
-                access: Access::Iterator(0),
-            });
+            return Ok(VarAccess { name: name.to_string(), access: Access::Iterator(0) });
         }
         // libvirt (virNWFilterVarAccessParse) skips blanks inside the
         // brackets and ignores whatever follows the closing one.
-        let malformed =
-            || format!("malformed variable '${s}': expected $NAME, $NAME[N] or $NAME[@N]");
+        let malformed = || format!("malformed variable '${s}': expected $NAME, $NAME[N] or $NAME[@N]");
         let inner = rest.strip_prefix('[').ok_or_else(malformed)?.trim_start();
         let (is_iter, inner) = match inner.strip_prefix('@') {
             Some(d) => (true, d.trim_start()),
             None => (false, inner),
         };
-        let digits_end = inner
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(inner.len());
+        let digits_end = inner.find(|c: char| !c.is_ascii_digit()).unwrap_or(inner.len());
         let (digits, tail) = inner.split_at(digits_end);
         let n: Option<u32> = digits.parse().ok();
         let (Some(n), true) = (n, tail.trim_start().starts_with(']')) else {
@@ -82,18 +76,13 @@ impl VarAccess {
         };
         let access = if is_iter {
             if n > MAX_ITER_ID {
-                return Err(format!(
-                    "iterator id {n} exceeds the maximum of {MAX_ITER_ID}"
-                ));
+                return Err(format!("iterator id {n} exceeds the maximum of {MAX_ITER_ID}"));
             }
             Access::Iterator(n)
         } else {
             Access::Element(n)
         };
-        Ok(VarAccess {
-            name: name.to_string(),
-            access,
-        })
+        Ok(VarAccess { name: name.to_string(), access })
     }
 }
 
@@ -134,11 +123,7 @@ impl MacAddr {
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
     }
 }
 
@@ -155,33 +140,17 @@ pub mod state {
     /// NONE: no state match at all.
     pub const NONE: u8 = 1 << 5;
     /// Names in libvirt's print order.
-    pub const NAMES: [(u8, &str); 5] = [
-        (NEW, "NEW"),
-        (ESTABLISHED, "ESTABLISHED"),
-        (RELATED, "RELATED"),
-        (INVALID, "INVALID"),
-        (NONE, "NONE"),
-    ];
+    pub const NAMES: [(u8, &str); 5] =
+        [(NEW, "NEW"), (ESTABLISHED, "ESTABLISHED"), (RELATED, "RELATED"), (INVALID, "INVALID"), (NONE, "NONE")];
 }
 
 /// TCP flag bits, as libvirt names them.
-pub const TCP_FLAG_NAMES: [(u8, &str); 6] = [
-    (0x1, "FIN"),
-    (0x2, "SYN"),
-    (0x4, "RST"),
-    (0x8, "PSH"),
-    (0x10, "ACK"),
-    (0x20, "URG"),
-];
+pub const TCP_FLAG_NAMES: [(u8, &str); 6] =
+    [(0x1, "FIN"), (0x2, "SYN"), (0x4, "RST"), (0x8, "PSH"), (0x10, "ACK"), (0x20, "URG")];
 
 /// Ethertype names libvirt knows.
-pub const ETHERTYPE_NAMES: [(u16, &str); 5] = [
-    (0x0806, "arp"),
-    (0x8035, "rarp"),
-    (0x0800, "ipv4"),
-    (0x86dd, "ipv6"),
-    (0x8100, "vlan"),
-];
+pub const ETHERTYPE_NAMES: [(u16, &str); 5] =
+    [(0x0806, "arp"), (0x8035, "rarp"), (0x0800, "ipv4"), (0x86dd, "ipv6"), (0x8100, "vlan")];
 
 /// ARP opcode names libvirt knows.
 pub const ARP_OPCODE_NAMES: [(u16, &str); 9] = [
@@ -265,10 +234,7 @@ fn strtoul(s: &str, radix: u32) -> Option<u32> {
         _ => (false, t),
     };
     let t = if radix == 16 {
-        t.strip_prefix("0x")
-            .or_else(|| t.strip_prefix("0X"))
-            .filter(|r| !r.is_empty())
-            .unwrap_or(t)
+        t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).filter(|r| !r.is_empty()).unwrap_or(t)
     } else {
         t
     };
@@ -315,8 +281,7 @@ pub fn parse_ipv4(s: &str) -> Option<Ipv4Addr> {
     }
     let mut vals = Vec::with_capacity(4);
     for p in &parts {
-        let (digits, radix) = if let Some(h) = p.strip_prefix("0x").or_else(|| p.strip_prefix("0X"))
-        {
+        let (digits, radix) = if let Some(h) = p.strip_prefix("0x").or_else(|| p.strip_prefix("0X")) {
             (h, 16)
         } else if p.len() > 1 && p.starts_with('0') {
             (&p[1..], 8)
@@ -425,10 +390,7 @@ fn prefix_of(bytes: &[u8]) -> Option<u8> {
 }
 
 fn lookup_name<T: Copy>(names: &[(T, &str)], s: &str) -> Option<T> {
-    names
-        .iter()
-        .find(|(_, n)| n.eq_ignore_ascii_case(s))
-        .map(|(v, _)| *v)
+    names.iter().find(|(_, n)| n.eq_ignore_ascii_case(s)).map(|(v, _)| *v)
 }
 
 /// Reads `s` as a value of `kind`; the error says what is allowed.
@@ -478,17 +440,22 @@ pub fn parse_value(kind: Kind, s: &str) -> Result<Value, String> {
             if let Some(v) = lookup_name(&IP_PROTOCOL_NAMES, s) {
                 return Ok(Value::Num { value: u32::from(v), hex: true });
             }
-            num(0xff, true, "an IP protocol: tcp, udp, udplite, esp, ah, icmp, igmp, sctp, icmpv6 or a number in 0..255").map(
-                |v| match v {
-                    // A known protocol prints as its name whatever its spelling.
-                    Value::Num { value, .. } if IP_PROTOCOL_NAMES.iter().any(|(n, _)| u32::from(*n) == value) => {
-                        Value::Num { value, hex: true }
-                    }
-                    v => v,
-                },
+            num(
+                0xff,
+                true,
+                "an IP protocol: tcp, udp, udplite, esp, ah, icmp, igmp, sctp, icmpv6 or a number in 0..255",
             )
+            .map(|v| match v {
+                // A known protocol prints as its name whatever its spelling.
+                Value::Num { value, .. } if IP_PROTOCOL_NAMES.iter().any(|(n, _)| u32::from(*n) == value) => {
+                    Value::Num { value, hex: true }
+                }
+                v => v,
+            })
         }
-        Kind::Mac => MacAddr::parse(s).map(Value::Mac).ok_or_else(|| format!("'{s}' is not a MAC address (like 52:54:00:12:34:56)")),
+        Kind::Mac => MacAddr::parse(s)
+            .map(Value::Mac)
+            .ok_or_else(|| format!("'{s}' is not a MAC address (like 52:54:00:12:34:56)")),
         Kind::MacMask => match MacAddr::parse(s) {
             Some(m) if prefix_of(&m.0).is_some() => Ok(Value::Mac(m)),
             Some(_) => Err(format!("'{s}' is not a MAC mask: the ones must be contiguous, like ff:ff:ff:00:00:00")),
@@ -522,7 +489,8 @@ pub fn parse_value(kind: Kind, s: &str) -> Result<Value, String> {
             format!("'{s}' is not a state list: use NEW, ESTABLISHED, RELATED, INVALID separated by ',' or NONE")
         }),
         Kind::TcpFlags => {
-            let err = || format!("'{s}' is not MASK/FLAGS, each a ','-list of SYN, ACK, URG, PSH, FIN, RST, ALL or NONE");
+            let err =
+                || format!("'{s}' is not MASK/FLAGS, each a ','-list of SYN, ACK, URG, PSH, FIN, RST, ALL or NONE");
             let (m, f) = s.split_once('/').ok_or_else(err)?;
             let mask = parse_tcp_flags(m).ok_or_else(err)?;
             let set = parse_tcp_flags(f).ok_or_else(err)?;
@@ -533,7 +501,9 @@ pub fn parse_value(kind: Kind, s: &str) -> Result<Value, String> {
                 return Err(format!("ipset name '{s}' is longer than {MAX_IPSET_NAME_LEN} characters"));
             }
             if let Some(c) = s.chars().find(|c| !(c.is_ascii_alphanumeric() || "_.:-+ ".contains(*c))) {
-                return Err(format!("ipset name '{s}' has the character '{c}'; allowed are letters, digits and _.:-+ and space"));
+                return Err(format!(
+                    "ipset name '{s}' has the character '{c}'; allowed are letters, digits and _.:-+ and space"
+                ));
             }
             Ok(Value::IpSet(s.to_string()))
         }
@@ -556,9 +526,9 @@ fn parse_items(names: &[(u8, &str)], s: &str) -> Option<u8> {
         if i >= b.len() {
             break;
         }
-        let (v, n) = names.iter().find(|(_, n)| {
-            b.len() - i >= n.len() && b[i..i + n.len()].eq_ignore_ascii_case(n.as_bytes())
-        })?;
+        let (v, n) = names
+            .iter()
+            .find(|(_, n)| b.len() - i >= n.len() && b[i..i + n.len()].eq_ignore_ascii_case(n.as_bytes()))?;
         flags |= v;
         i += n.len();
     }
@@ -629,18 +599,11 @@ pub fn format_value(kind: Kind, v: &Value) -> String {
         }
         Value::Num { value, hex } => {
             let named = match kind {
-                Kind::EtherType | Kind::VlanEncap => ETHERTYPE_NAMES
-                    .iter()
-                    .find(|(n, _)| u32::from(*n) == *value)
-                    .map(|(_, s)| *s),
-                Kind::ArpOpcode => ARP_OPCODE_NAMES
-                    .iter()
-                    .find(|(n, _)| u32::from(*n) == *value)
-                    .map(|(_, s)| *s),
-                Kind::IpProtocol => IP_PROTOCOL_NAMES
-                    .iter()
-                    .find(|(n, _)| u32::from(*n) == *value)
-                    .map(|(_, s)| *s),
+                Kind::EtherType | Kind::VlanEncap => {
+                    ETHERTYPE_NAMES.iter().find(|(n, _)| u32::from(*n) == *value).map(|(_, s)| *s)
+                }
+                Kind::ArpOpcode => ARP_OPCODE_NAMES.iter().find(|(n, _)| u32::from(*n) == *value).map(|(_, s)| *s),
+                Kind::IpProtocol => IP_PROTOCOL_NAMES.iter().find(|(n, _)| u32::from(*n) == *value).map(|(_, s)| *s),
                 _ => None,
             };
             match named {
@@ -686,54 +649,24 @@ mod tests {
 
     #[test]
     fn numbers_decimal_then_hex() {
-        assert_eq!(
-            parse_value(Kind::U16, "0x1234"),
-            Ok(Value::Num {
-                value: 0x1234,
-                hex: true
-            })
-        );
-        assert_eq!(
-            parse_value(Kind::U16, "65535"),
-            Ok(Value::Num {
-                value: 65535,
-                hex: false
-            })
-        );
+        assert_eq!(parse_value(Kind::U16, "0x1234"), Ok(Value::Num { value: 0x1234, hex: true }));
+        assert_eq!(parse_value(Kind::U16, "65535"), Ok(Value::Num { value: 65535, hex: false }));
         assert!(parse_value(Kind::U16, "65536").is_err());
         assert!(parse_value(Kind::U8, "256").is_err());
         assert!(parse_value(Kind::Dscp, "0x40").is_err());
-        assert_eq!(
-            parse_value(Kind::Dscp, "0x3f"),
-            Ok(Value::Num {
-                value: 63,
-                hex: true
-            })
-        );
+        assert_eq!(parse_value(Kind::Dscp, "0x3f"), Ok(Value::Num { value: 63, hex: true }));
         // hex without prefix is accepted when decimal fails, as strtoul does
-        assert_eq!(
-            parse_value(Kind::U8, "ff"),
-            Ok(Value::Num {
-                value: 255,
-                hex: true
-            })
-        );
+        assert_eq!(parse_value(Kind::U8, "ff"), Ok(Value::Num { value: 255, hex: true }));
         assert!(parse_value(Kind::U16Dec, "0x10").is_err());
     }
 
     #[test]
     fn masks() {
-        assert_eq!(
-            parse_value(Kind::Ipv4Mask, "255.255.255.0"),
-            Ok(Value::Prefix(24))
-        );
+        assert_eq!(parse_value(Kind::Ipv4Mask, "255.255.255.0"), Ok(Value::Prefix(24)));
         assert_eq!(parse_value(Kind::Ipv4Mask, "32"), Ok(Value::Prefix(32)));
         assert!(parse_value(Kind::Ipv4Mask, "33").is_err());
         assert!(parse_value(Kind::Ipv4Mask, "255.0.255.0").is_err());
-        assert_eq!(
-            parse_value(Kind::Ipv6Mask, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:8000"),
-            Ok(Value::Prefix(113))
-        );
+        assert_eq!(parse_value(Kind::Ipv6Mask, "ffff:ffff:ffff:ffff:ffff:ffff:ffff:8000"), Ok(Value::Prefix(113)));
         assert!(parse_value(Kind::Ipv6Mask, "129").is_err());
         assert!(parse_value(Kind::MacMask, "ff:00:ff:00:00:00").is_err());
     }
@@ -767,52 +700,19 @@ mod tests {
 
     #[test]
     fn named_values() {
-        assert_eq!(
-            format_value(
-                Kind::EtherType,
-                &parse_value(Kind::EtherType, "0x806").unwrap()
-            ),
-            "arp"
-        );
-        assert_eq!(
-            format_value(
-                Kind::EtherType,
-                &parse_value(Kind::EtherType, "0x1234").unwrap()
-            ),
-            "0x1234"
-        );
+        assert_eq!(format_value(Kind::EtherType, &parse_value(Kind::EtherType, "0x806").unwrap()), "arp");
+        assert_eq!(format_value(Kind::EtherType, &parse_value(Kind::EtherType, "0x1234").unwrap()), "0x1234");
         assert!(parse_value(Kind::EtherType, "15").is_err());
-        assert_eq!(
-            format_value(
-                Kind::ArpOpcode,
-                &parse_value(Kind::ArpOpcode, "request").unwrap()
-            ),
-            "Request"
-        );
-        assert_eq!(
-            format_value(
-                Kind::IpProtocol,
-                &parse_value(Kind::IpProtocol, "UDP").unwrap()
-            ),
-            "udp"
-        );
-        assert_eq!(
-            format_value(
-                Kind::IpProtocol,
-                &parse_value(Kind::IpProtocol, "99").unwrap()
-            ),
-            "99"
-        );
+        assert_eq!(format_value(Kind::ArpOpcode, &parse_value(Kind::ArpOpcode, "request").unwrap()), "Request");
+        assert_eq!(format_value(Kind::IpProtocol, &parse_value(Kind::IpProtocol, "UDP").unwrap()), "udp");
+        assert_eq!(format_value(Kind::IpProtocol, &parse_value(Kind::IpProtocol, "99").unwrap()), "99");
     }
 
     #[test]
     fn states_flags_ipsets() {
         let v = parse_value(Kind::State, "established,new").unwrap();
         assert_eq!(format_value(Kind::State, &v), "NEW,ESTABLISHED");
-        assert_eq!(
-            format_value(Kind::State, &parse_value(Kind::State, "NEW,NONE").unwrap()),
-            "NONE"
-        );
+        assert_eq!(format_value(Kind::State, &parse_value(Kind::State, "NEW,NONE").unwrap()), "NONE");
         assert!(parse_value(Kind::State, "NEWISH").is_err());
         let f = parse_value(Kind::TcpFlags, "SYN,ACK/ALL").unwrap();
         assert_eq!(format_value(Kind::TcpFlags, &f), "SYN,ACK/ALL");

@@ -98,23 +98,8 @@ pub enum ResolveError {
         lengths: Vec<usize>,
     },
     /// A variable's value does not fit the attribute it is used in.
-    #[error("filter '{filter}' rule {rule}: <{protocol} {attribute}='${var}'>: value '{value}' does not fit: {reason}")]
-    BadValue {
-        /// The filter holding the rule.
-        filter: String,
-        /// The rule's position in that filter (1-based).
-        rule: usize,
-        /// The protocol element.
-        protocol: String,
-        /// The attribute.
-        attribute: String,
-        /// The variable access.
-        var: String,
-        /// The offending value.
-        value: String,
-        /// What is allowed.
-        reason: String,
-    },
+    #[error("{0}")]
+    BadValue(Box<BadValue>),
     /// A parameter value has characters libvirt does not allow.
     #[error("parameter {name}: value '{value}' may only have letters, digits and _.:")]
     BadParameter {
@@ -123,6 +108,26 @@ pub enum ResolveError {
         /// Its value.
         value: String,
     },
+}
+
+/// A variable's value that does not fit the attribute it is used in.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("filter '{filter}' rule {rule}: <{protocol} {attribute}='${var}'>: value '{value}' does not fit: {reason}")]
+pub struct BadValue {
+    /// The filter holding the rule.
+    pub filter: String,
+    /// The rule's position in that filter (1-based).
+    pub rule: usize,
+    /// The protocol element.
+    pub protocol: String,
+    /// The attribute.
+    pub attribute: String,
+    /// The variable access.
+    pub var: String,
+    /// The offending value.
+    pub value: String,
+    /// What is allowed.
+    pub reason: String,
 }
 
 /// Where a resolved rule came from.
@@ -236,10 +241,7 @@ fn walk<'a>(
                 rule,
                 chain: &filter.chain,
                 chain_priority: filter.priority,
-                origin: Origin {
-                    filter: filter.name.clone(),
-                    entry: i + 1,
-                },
+                origin: Origin { filter: filter.name.clone(), entry: i + 1 },
                 vars: vars.clone(),
             }),
             Entry::FilterRef(fr) => {
@@ -248,12 +250,10 @@ fn walk<'a>(
                     path.push(fr.filter.clone());
                     return Err(ResolveError::Cycle { path });
                 }
-                let child = src
-                    .filter(&fr.filter)
-                    .ok_or_else(|| ResolveError::UnknownFilter {
-                        from: filter.name.clone(),
-                        missing: fr.filter.clone(),
-                    })?;
+                let child = src.filter(&fr.filter).ok_or_else(|| ResolveError::UnknownFilter {
+                    from: filter.name.clone(),
+                    missing: fr.filter.clone(),
+                })?;
                 // The filterref's parameters are defaults: the caller's
                 // variables win (libvirt's virNWFilterCreateVarsFrom).
                 let mut child_vars = fr.params.clone();
@@ -284,10 +284,9 @@ pub fn check_references(src: &dyn FilterSource, filter: &Filter) -> Result<(), R
                 path.push(r.to_string());
                 return Err(ResolveError::Cycle { path });
             }
-            let child = src.filter(r).ok_or_else(|| ResolveError::UnknownFilter {
-                from: f.name.clone(),
-                missing: r.to_string(),
-            })?;
+            let child = src
+                .filter(r)
+                .ok_or_else(|| ResolveError::UnknownFilter { from: f.name.clone(), missing: r.to_string() })?;
             visit(src, child, stack, done)?;
         }
         stack.pop();
@@ -320,13 +319,7 @@ fn combinations<'v>(
     accesses: &[&'v VarAccess],
 ) -> Result<Vec<BTreeMap<&'v VarAccess, &'v str>>, ResolveError> {
     // Iterator 0 always exists first, used or not.
-    let mut iters: Vec<Iter> = vec![Iter {
-        id: Some(0),
-        names: Vec::new(),
-        min: 0,
-        max: 0,
-        cur: 0,
-    }];
+    let mut iters: Vec<Iter> = vec![Iter { id: Some(0), names: Vec::new(), min: 0, max: 0, cur: 0 }];
     let mut lens: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     let mut slot_of: Vec<usize> = Vec::with_capacity(accesses.len());
     for va in accesses {
@@ -336,26 +329,14 @@ fn combinations<'v>(
                 let idx = match iters.iter().position(|it| it.id == Some(id)) {
                     Some(i) => i,
                     None => {
-                        iters.push(Iter {
-                            id: Some(id),
-                            names: Vec::new(),
-                            min: 0,
-                            max: 0,
-                            cur: 0,
-                        });
+                        iters.push(Iter { id: Some(id), names: Vec::new(), min: 0, max: 0, cur: 0 });
                         iters.len() - 1
                     }
                 };
                 (idx, 0, values.len().saturating_sub(1))
             }
             Access::Element(n) => {
-                iters.push(Iter {
-                    id: None,
-                    names: Vec::new(),
-                    min: n as usize,
-                    max: n as usize,
-                    cur: n as usize,
-                });
+                iters.push(Iter { id: None, names: Vec::new(), min: n as usize, max: n as usize, cur: n as usize });
                 (iters.len() - 1, n as usize, n as usize)
             }
         };
@@ -383,21 +364,11 @@ fn combinations<'v>(
             }
         }
     }
-    let value_at = |name: &str, i: usize| {
-        inst.vars
-            .get(name)
-            .and_then(|v| v.get(i))
-            .map(String::as_str)
-    };
+    let value_at = |name: &str, i: usize| inst.vars.get(name).and_then(|v| v.get(i)).map(String::as_str);
     // A position of an iterator repeats an earlier one when all its variables
     // have the same values there: libvirt skips those.
-    let unique = |it: &Iter| -> bool {
-        (0..it.cur).all(|i| {
-            it.names
-                .iter()
-                .any(|n| value_at(n, i) != value_at(n, it.cur))
-        })
-    };
+    let unique =
+        |it: &Iter| -> bool { (0..it.cur).all(|i| it.names.iter().any(|n| value_at(n, i) != value_at(n, it.cur))) };
     let mut out = Vec::new();
     loop {
         let mut combo = BTreeMap::new();
@@ -438,44 +409,30 @@ fn substitute(
         let value = match &fv.value {
             Value::Var(va) => {
                 let raw = combo.get(va).copied().unwrap_or_default();
-                parse_value(spec.kind, raw).map_err(|reason| ResolveError::BadValue {
-                    filter: inst.origin.filter.clone(),
-                    rule: inst.origin.entry,
-                    protocol: m.protocol.element().to_string(),
-                    attribute: spec.field.name().to_string(),
-                    var: va.to_string(),
-                    value: raw.to_string(),
-                    reason,
+                parse_value(spec.kind, raw).map_err(|reason| {
+                    ResolveError::BadValue(Box::new(BadValue {
+                        filter: inst.origin.filter.clone(),
+                        rule: inst.origin.entry,
+                        protocol: m.protocol.element().to_string(),
+                        attribute: spec.field.name().to_string(),
+                        var: va.to_string(),
+                        value: raw.to_string(),
+                        reason,
+                    }))
                 })?
             }
             v => v.clone(),
         };
-        out.fields.insert(
-            spec.field,
-            FieldValue {
-                value,
-                negated: fv.negated,
-            },
-        );
+        out.fields.insert(spec.field, FieldValue { value, negated: fv.negated });
     }
     Ok(out)
 }
 
 /// Resolves `filter` with `params` into the ordered rules a binding gets.
-pub fn resolve(
-    src: &dyn FilterSource,
-    filter: &Filter,
-    params: &Params,
-) -> Result<Resolved, ResolveError> {
+pub fn resolve(src: &dyn FilterSource, filter: &Filter, params: &Params) -> Result<Resolved, ResolveError> {
     for (name, values) in params {
-        if let Some(v) = values
-            .iter()
-            .find(|v| v.is_empty() || !v.chars().all(gw_model::value::is_var_value_char))
-        {
-            return Err(ResolveError::BadParameter {
-                name: name.clone(),
-                value: v.clone(),
-            });
+        if let Some(v) = values.iter().find(|v| v.is_empty() || !v.chars().all(gw_model::value::is_var_value_char)) {
+            return Err(ResolveError::BadParameter { name: name.clone(), value: v.clone() });
         }
     }
     let mut insts = Vec::new();
@@ -513,16 +470,9 @@ pub fn resolve(
                 Some(m) => Some(substitute(inst, m, &combo)?),
                 None => None,
             };
-            let rule = Rule {
-                matches,
-                ..inst.rule.clone()
-            };
+            let rule = Rule { matches, ..inst.rule.clone() };
             expanded.push((
-                ResolvedRule {
-                    rule,
-                    chain: inst.chain.to_string(),
-                    origin: inst.origin.clone(),
-                },
+                ResolvedRule { rule, chain: inst.chain.to_string(), origin: inst.origin.clone() },
                 inst.chain_priority,
             ));
         }
@@ -534,11 +484,7 @@ pub fn resolve(
     let mut ipv4 = Vec::new();
     let mut ipv6 = Vec::new();
     for (rr, chain_priority) in expanded {
-        let layer = rr
-            .rule
-            .matches
-            .as_ref()
-            .map_or(Layer::Ethernet, |m| m.protocol.layer());
+        let layer = rr.rule.matches.as_ref().map_or(Layer::Ethernet, |m| m.protocol.layer());
         match layer {
             Layer::Ipv4 => ipv4.push(rr),
             Layer::Ipv6 => ipv6.push(rr),
@@ -563,21 +509,16 @@ pub fn resolve(
                 }
                 match subchains.iter_mut().find(|c| c.name == rr.chain) {
                     Some(c) => c.rules.push(rr),
-                    None => subchains.push(SubChain {
-                        name: rr.chain.clone(),
-                        priority: chain_priority,
-                        rules: vec![rr],
-                    }),
+                    None => {
+                        subchains.push(SubChain { name: rr.chain.clone(), priority: chain_priority, rules: vec![rr] })
+                    }
                 }
             }
         }
     }
     jumps.sort_by_key(|j| j.priority);
     for c in &mut subchains {
-        c.priority = jumps
-            .iter()
-            .find(|j| j.chain == c.name)
-            .map_or(c.priority, |j| j.priority);
+        c.priority = jumps.iter().find(|j| j.chain == c.name).map_or(c.priority, |j| j.priority);
     }
     subchains.sort_by_key(|c| c.priority);
 
@@ -593,27 +534,16 @@ pub fn resolve(
     }
     root.extend(pending.map(RootEntry::Jump));
 
-    Ok(Resolved {
-        filter: filter.name.clone(),
-        params: params.clone(),
-        root,
-        chains: subchains,
-        ipv4,
-        ipv6,
-    })
+    Ok(Resolved { filter: filter.name.clone(), params: params.clone(), root, chains: subchains, ipv4, ipv6 })
 }
 
 /// Parses `NAME=VALUE` pairs into parameters; a name given twice is a list.
 pub fn params_from_pairs<'a>(pairs: impl IntoIterator<Item = &'a str>) -> Result<Params, String> {
     let mut p = Params::new();
     for pair in pairs {
-        let (k, v) = pair
-            .split_once('=')
-            .ok_or_else(|| format!("parameter '{pair}' is not NAME=VALUE"))?;
+        let (k, v) = pair.split_once('=').ok_or_else(|| format!("parameter '{pair}' is not NAME=VALUE"))?;
         if k.is_empty() || !k.chars().all(gw_model::value::is_var_name_char) {
-            return Err(format!(
-                "parameter name '{k}' may only have letters, digits and '_'"
-            ));
+            return Err(format!("parameter name '{k}' may only have letters, digits and '_'"));
         }
         p.entry(k.to_string()).or_default().push(v.to_string());
     }

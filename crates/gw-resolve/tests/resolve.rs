@@ -28,12 +28,7 @@ fn run(xmls: &[&str], top: &str, p: &[&str]) -> Result<Resolved, ResolveError> {
 fn lines(r: &Resolved) -> Vec<String> {
     r.rules()
         .map(|rr| {
-            let m = rr
-                .rule
-                .matches
-                .as_ref()
-                .map(|m| match_elements(m).join(" "))
-                .unwrap_or_default();
+            let m = rr.rule.matches.as_ref().map(|m| match_elements(m).join(" ")).unwrap_or_default();
             format!("{} {} {m}", rr.rule.action, rr.rule.direction)
         })
         .collect()
@@ -94,18 +89,8 @@ fn element_out_of_range_is_reported() {
         &["P=53", "P=67"],
     )
     .unwrap_err();
-    assert_eq!(
-        e,
-        ResolveError::MissingVariables {
-            filter: "t".into(),
-            missing: vec!["P[2]".into(), "X".into()]
-        }
-    );
-    assert!(
-        e.to_string()
-            .contains("unresolvable variables or unavailable list elements: P[2], X"),
-        "{e}"
-    );
+    assert_eq!(e, ResolveError::MissingVariables { filter: "t".into(), missing: vec!["P[2]".into(), "X".into()] });
+    assert!(e.to_string().contains("unresolvable variables or unavailable list elements: P[2], X"), "{e}");
 }
 
 #[test]
@@ -125,13 +110,15 @@ fn mismatched_list_lengths_are_an_error() {
 
 #[test]
 fn values_must_fit_the_attribute() {
-    let e = run(&["<filter name='t'><rule action='drop' direction='out'><ip srcipaddr='$IP'/></rule></filter>"], "t", &["IP=300.1.1.1"])
-        .unwrap_err();
+    let e = run(
+        &["<filter name='t'><rule action='drop' direction='out'><ip srcipaddr='$IP'/></rule></filter>"],
+        "t",
+        &["IP=300.1.1.1"],
+    )
+    .unwrap_err();
     let s = e.to_string();
     assert!(
-        s.contains("<ip srcipaddr='$IP'>")
-            && s.contains("'300.1.1.1'")
-            && s.contains("not an IPv4 address"),
+        s.contains("<ip srcipaddr='$IP'>") && s.contains("'300.1.1.1'") && s.contains("not an IPv4 address"),
         "{s}"
     );
 }
@@ -142,25 +129,14 @@ fn cycles_and_unknown_filters_are_errors() {
     let b = "<filter name='b'><filterref filter='c'/></filter>";
     let c = "<filter name='c'><filterref filter='a'/></filter>";
     let e = run(&[a, b, c], "a", &[]).unwrap_err();
-    assert_eq!(
-        e,
-        ResolveError::Cycle {
-            path: vec!["a".into(), "b".into(), "c".into(), "a".into()]
-        }
-    );
+    assert_eq!(e, ResolveError::Cycle { path: vec!["a".into(), "b".into(), "c".into(), "a".into()] });
     assert_eq!(e.to_string(), "filterref cycle: a -> b -> c -> a");
     let e = run(&[a, b], "a", &[]).unwrap_err();
     assert_eq!(e.to_string(), "filter 'b' references unknown filter 'c'");
     // A diamond is not a cycle.
     let d = "<filter name='d'><filterref filter='e'/><filterref filter='e'/></filter>";
     let ee = "<filter name='e'><rule action='drop' direction='in'/></filter>";
-    assert_eq!(
-        run(&[d, ee], "d", &[])
-            .expect("diamond resolves")
-            .rules()
-            .count(),
-        2
-    );
+    assert_eq!(run(&[d, ee], "d", &[]).expect("diamond resolves").rules().count(), 2);
 }
 
 #[test]
@@ -168,10 +144,7 @@ fn filterref_parameters_are_defaults_the_caller_overrides() {
     let top = "<filter name='top'><filterref filter='sub'><parameter name='IP' value='192.0.2.99'/><parameter name='P' value='22'/></filterref></filter>";
     let sub = "<filter name='sub'><rule action='accept' direction='in'><tcp srcipaddr='$IP' dstportstart='$P'/></rule></filter>";
     let r = run(&[top, sub], "top", &["IP=192.0.2.1"]).expect("resolves");
-    assert_eq!(
-        lines(&r),
-        ["accept in <tcp srcipaddr='192.0.2.1' dstportstart='22'/>"]
-    );
+    assert_eq!(lines(&r), ["accept in <tcp srcipaddr='192.0.2.1' dstportstart='22'/>"]);
 }
 
 #[test]
@@ -205,33 +178,20 @@ fn jumps_interleave_with_root_rules_by_chain_priority() {
         <rule action='drop' direction='inout' priority='1000'/>
     </filter>";
     let arpf = "<filter name='arpf' chain='arp'><rule action='drop' direction='out'><arp/></rule></filter>";
-    let ipf = "<filter name='ipf' chain='ipv4' priority='-700'><rule action='drop' direction='in'><ip/></rule></filter>";
+    let ipf =
+        "<filter name='ipf' chain='ipv4' priority='-700'><rule action='drop' direction='in'><ip/></rule></filter>";
     let r = run(&[top, arpf, ipf], "top", &[]).expect("resolves");
     let root: Vec<String> = r
         .root
         .iter()
         .map(|e| match e {
             RootEntry::Rule(rr) => format!("rule {}", rr.rule.priority),
-            RootEntry::Jump(j) => format!(
-                "jump {} {} out={} in={}",
-                j.chain, j.priority, j.out, j.r#in
-            ),
+            RootEntry::Jump(j) => format!("jump {} {} out={} in={}", j.chain, j.priority, j.out, j.r#in),
         })
         .collect();
     // -700 before -500; the arp jump at -500 ties with the root rule and goes first.
-    assert_eq!(
-        root,
-        [
-            "jump ipv4 -700 out=false in=true",
-            "jump arp -500 out=true in=false",
-            "rule -500",
-            "rule 1000"
-        ]
-    );
-    assert_eq!(
-        r.chains.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
-        ["ipv4", "arp"]
-    );
+    assert_eq!(root, ["jump ipv4 -700 out=false in=true", "jump arp -500 out=true in=false", "rule -500", "rule 1000"]);
+    assert_eq!(r.chains.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["ipv4", "arp"]);
 }
 
 #[test]

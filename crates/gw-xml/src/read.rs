@@ -18,8 +18,8 @@ use crate::diag::{Diagnostic, Parsed, ReadError, Severity};
 use gw_model::filter::{check_chain_name, default_chain_priority, RULE_PRIORITY_RANGE};
 use gw_model::value::{is_var_name_char, is_var_value_char, parse_value, MAX_COMMENT_LEN};
 use gw_model::{
-    Action, Direction, Entry, Field, FieldValue, Filter, FilterRef, FixupChange, Kind, Protocol,
-    ProtocolMatch, Rule, Value, VarAccess, DEFAULT_RULE_PRIORITY,
+    Action, Direction, Entry, Field, FieldValue, Filter, FilterRef, FixupChange, Kind, Protocol, ProtocolMatch, Rule,
+    Value, VarAccess, DEFAULT_RULE_PRIORITY,
 };
 use roxmltree::{Document, Node, ParsingOptions};
 use std::collections::BTreeMap;
@@ -30,14 +30,7 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
-    fn at(
-        &mut self,
-        sev: Severity,
-        pos: usize,
-        element: &str,
-        attribute: Option<&str>,
-        message: String,
-    ) {
+    fn at(&mut self, sev: Severity, pos: usize, element: &str, attribute: Option<&str>, message: String) {
         let p = self.doc.text_pos_at(pos);
         self.diags.push(Diagnostic {
             severity: sev,
@@ -55,29 +48,16 @@ impl<'a> Reader<'a> {
     }
 
     fn attr(&mut self, sev: Severity, node: Node, attr: &str, message: String) {
-        let pos = node
-            .attributes()
-            .find(|a| a.name() == attr)
-            .map(|a| a.range_qname().start);
+        let pos = node.attributes().find(|a| a.name() == attr).map(|a| a.range_qname().start);
         let name = node.tag_name().name().to_string();
-        self.at(
-            sev,
-            pos.unwrap_or(node.range().start),
-            &name,
-            Some(attr),
-            message,
-        );
+        self.at(sev, pos.unwrap_or(node.range().start), &name, Some(attr), message);
     }
 
     /// Reports attributes of `node` that libvirt does not read.
     fn unknown_attrs(&mut self, node: Node, known: &[&str], what: &str) {
         for a in node.attributes() {
             if !known.contains(&a.name()) {
-                let msg = format!(
-                    "unknown attribute '{}' is ignored; {what} takes {}",
-                    a.name(),
-                    known.join(", ")
-                );
+                let msg = format!("unknown attribute '{}' is ignored; {what} takes {}", a.name(), known.join(", "));
                 self.attr(Severity::Quirk, node, a.name(), msg);
             }
         }
@@ -117,21 +97,11 @@ pub fn parse_uuid(s: &str) -> Option<String> {
     if hex.len() != 32 {
         return None;
     }
-    Some(format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    ))
+    Some(format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]))
 }
 
 fn parse_doc(text: &str) -> Result<Document<'_>, ReadError> {
-    let opts = ParsingOptions {
-        allow_dtd: true,
-        ..ParsingOptions::default()
-    };
+    let opts = ParsingOptions { allow_dtd: true, ..ParsingOptions::default() };
     Document::parse_with_options(text, opts).map_err(|e| {
         let p = e.pos();
         ReadError {
@@ -148,9 +118,7 @@ fn parse_doc(text: &str) -> Result<Document<'_>, ReadError> {
 }
 
 fn finish<T>(value: T, diags: Vec<Diagnostic>) -> Result<Parsed<T>, ReadError> {
-    let (errors, quirks): (Vec<_>, Vec<_>) = diags
-        .into_iter()
-        .partition(|d| d.severity == Severity::Error);
+    let (errors, quirks): (Vec<_>, Vec<_>) = diags.into_iter().partition(|d| d.severity == Severity::Error);
     if errors.is_empty() {
         Ok(Parsed { value, quirks })
     } else {
@@ -161,10 +129,7 @@ fn finish<T>(value: T, diags: Vec<Diagnostic>) -> Result<Parsed<T>, ReadError> {
 /// Reads one `<filter>` document.
 pub fn read_filter(text: &str) -> Result<Parsed<Filter>, ReadError> {
     let doc = parse_doc(text)?;
-    let mut r = Reader {
-        doc: &doc,
-        diags: Vec::new(),
-    };
+    let mut r = Reader { doc: &doc, diags: Vec::new() };
     let root = doc.root_element();
     let filter = read_filter_node(&mut r, root);
     finish(filter, r.diags)
@@ -176,27 +141,17 @@ fn read_filter_node(r: &mut Reader, root: Node) -> Filter {
         r.node(
             Severity::Error,
             root,
-            format!(
-                "unknown root element <{}>; a filter document starts with <filter>",
-                root.tag_name().name()
-            ),
+            format!("unknown root element <{}>; a filter document starts with <filter>", root.tag_name().name()),
         );
         return filter;
     }
     r.unknown_attrs(root, &["name", "chain", "priority"], "<filter>");
     match nonempty_attr(root, "name") {
-        Some(n) if n.contains('/') => r.attr(
-            Severity::Error,
-            root,
-            "name",
-            format!("filter name '{n}' must not contain '/'"),
-        ),
+        Some(n) if n.contains('/') => {
+            r.attr(Severity::Error, root, "name", format!("filter name '{n}' must not contain '/'"))
+        }
         Some(n) => filter.name = n.to_string(),
-        None => r.node(
-            Severity::Error,
-            root,
-            "filter has no name: add name='...'".into(),
-        ),
+        None => r.node(Severity::Error, root, "filter has no name: add name='...'".into()),
     }
     let mut priority = None;
     if let Some(p) = nonempty_attr(root, "priority") {
@@ -230,8 +185,7 @@ fn read_filter_node(r: &mut Reader, root: Node) -> Filter {
                     Severity::Quirk,
                     root,
                     "priority",
-                    "a chain priority without chain= is ignored; the filter goes to the root chain"
-                        .into(),
+                    "a chain priority without chain= is ignored; the filter goes to the root chain".into(),
                 );
             }
         }
@@ -254,7 +208,9 @@ fn read_filter_node(r: &mut Reader, root: Node) -> Filter {
                     None => r.node(
                         Severity::Error,
                         child,
-                        format!("malformed uuid '{text}': expected 32 hex digits like 5c6d49af-b071-6127-b4ec-6f8ed4b55335"),
+                        format!(
+                            "malformed uuid '{text}': expected 32 hex digits like 5c6d49af-b071-6127-b4ec-6f8ed4b55335"
+                        ),
                     ),
                 }
             }
@@ -301,9 +257,7 @@ fn read_params(r: &mut Reader, node: Node) -> BTreeMap<String, Vec<String>> {
         let name_ok = name.is_some_and(|n| n.chars().all(is_var_name_char));
         let value_ok = value.is_some_and(|v| !v.is_empty() && v.chars().all(is_var_value_char));
         match (name, value) {
-            (Some(n), Some(v)) if name_ok && value_ok => {
-                params.entry(n.to_string()).or_default().push(v.to_string())
-            }
+            (Some(n), Some(v)) if name_ok && value_ok => params.entry(n.to_string()).or_default().push(v.to_string()),
             _ => {
                 let why = if !name_ok {
                     "its name is missing or has characters other than letters, digits and '_'"
@@ -322,32 +276,19 @@ fn read_filterref(r: &mut Reader, node: Node) -> Option<FilterRef> {
     let filter = match node.attribute("filter") {
         Some(f) => f.to_string(),
         None => {
-            r.node(
-                Severity::Error,
-                node,
-                "filterref needs a filter='NAME' attribute".into(),
-            );
+            r.node(Severity::Error, node, "filterref needs a filter='NAME' attribute".into());
             return None;
         }
     };
     if filter.is_empty() {
-        r.attr(
-            Severity::Quirk,
-            node,
-            "filter",
-            "an empty filter name can never be resolved".into(),
-        );
+        r.attr(Severity::Quirk, node, "filter", "an empty filter name can never be resolved".into());
     }
     let params = read_params(r, node);
     Some(FilterRef { filter, params })
 }
 
 fn read_rule(r: &mut Reader, node: Node) -> Option<Rule> {
-    r.unknown_attrs(
-        node,
-        &["action", "direction", "priority", "statematch"],
-        "<rule>",
-    );
+    r.unknown_attrs(node, &["action", "direction", "priority", "statematch"], "<rule>");
     let action = match node.attribute("action") {
         None => {
             r.node(
@@ -369,20 +310,11 @@ fn read_rule(r: &mut Reader, node: Node) -> Option<Rule> {
     };
     let direction = match node.attribute("direction") {
         None => {
-            r.node(
-                Severity::Error,
-                node,
-                "rule needs a direction attribute: in, out or inout".into(),
-            );
+            r.node(Severity::Error, node, "rule needs a direction attribute: in, out or inout".into());
             None
         }
         Some(d) => Direction::from_name(d).or_else(|| {
-            r.attr(
-                Severity::Error,
-                node,
-                "direction",
-                format!("unknown direction '{d}': use in, out or inout"),
-            );
+            r.attr(Severity::Error, node, "direction", format!("unknown direction '{d}': use in, out or inout"));
             None
         }),
     };
@@ -394,9 +326,7 @@ fn read_rule(r: &mut Reader, node: Node) -> Option<Rule> {
                 Severity::Quirk,
                 node,
                 "priority",
-                format!(
-                    "priority '{p}' is not an integer in -1000..1000; libvirt silently uses 500"
-                ),
+                format!("priority '{p}' is not an integer in -1000..1000; libvirt silently uses 500"),
             ),
         }
     }
@@ -473,23 +403,13 @@ fn read_rule(r: &mut Reader, node: Node) -> Option<Rule> {
         }
     }
     match (action, direction, failed) {
-        (Some(action), Some(direction), false) => Some(Rule {
-            action,
-            direction,
-            priority,
-            statematch,
-            matches,
-        }),
+        (Some(action), Some(direction), false) => Some(Rule { action, direction, priority, statematch, matches }),
         _ => None,
     }
 }
 
 fn protocol_list() -> String {
-    Protocol::ALL
-        .iter()
-        .map(|p| p.element())
-        .collect::<Vec<_>>()
-        .join(", ")
+    Protocol::ALL.iter().map(|p| p.element()).collect::<Vec<_>>().join(", ")
 }
 
 /// Reads one protocol element's attributes into `m`. Returns false when an
@@ -499,12 +419,7 @@ fn read_protocol(r: &mut Reader, node: Node, m: &mut ProtocolMatch) -> bool {
         Some("no") => true,
         Some("yes") | None => false,
         Some(other) => {
-            r.attr(
-                Severity::Quirk,
-                node,
-                "match",
-                format!("match='{other}' is ignored; use 'no' to negate or 'yes'"),
-            );
+            r.attr(Severity::Quirk, node, "match", format!("match='{other}' is ignored; use 'no' to negate or 'yes'"));
             false
         }
     };
@@ -547,9 +462,7 @@ fn read_protocol(r: &mut Reader, node: Node, m: &mut ProtocolMatch) -> bool {
                             Severity::Quirk,
                             node,
                             spec.field.name(),
-                            format!(
-                                "comment is longer than {MAX_COMMENT_LEN} bytes and is cut there"
-                            ),
+                            format!("comment is longer than {MAX_COMMENT_LEN} bytes and is cut there"),
                         );
                     }
                 }
@@ -563,17 +476,11 @@ fn read_protocol(r: &mut Reader, node: Node, m: &mut ProtocolMatch) -> bool {
                         );
                     }
                 }
-                m.fields
-                    .insert(spec.field, FieldValue { value: v, negated });
+                m.fields.insert(spec.field, FieldValue { value: v, negated });
             }
             Err(e) => {
                 ok = false;
-                r.attr(
-                    Severity::Error,
-                    node,
-                    spec.field.name(),
-                    format!("illegal value: {e}"),
-                );
+                r.attr(Severity::Error, node, spec.field.name(), format!("illegal value: {e}"));
             }
         }
     }
@@ -586,30 +493,16 @@ fn validate_ports(r: &mut Reader, node: Node, m: &ProtocolMatch) -> bool {
     if !matches!(m.protocol, Protocol::Ip | Protocol::Ipv6) {
         return true;
     }
-    let has_ports = [
-        Field::SrcPortStart,
-        Field::SrcPortEnd,
-        Field::DstPortStart,
-        Field::DstPortEnd,
-    ]
-    .iter()
-    .any(|f| m.fields.contains_key(f));
+    let has_ports = [Field::SrcPortStart, Field::SrcPortEnd, Field::DstPortStart, Field::DstPortEnd]
+        .iter()
+        .any(|f| m.fields.contains_key(f));
     if !has_ports {
         return true;
     }
-    let proto_ok = matches!(
-        m.get(Field::IpProtocol).map(|f| &f.value),
-        Some(Value::Num {
-            value: 6 | 17 | 33 | 132,
-            ..
-        })
-    );
+    let proto_ok =
+        matches!(m.get(Field::IpProtocol).map(|f| &f.value), Some(Value::Num { value: 6 | 17 | 33 | 132, .. }));
     if !proto_ok {
-        let what = if m.protocol == Protocol::Ip {
-            "IP"
-        } else {
-            "IPv6"
-        };
+        let what = if m.protocol == Protocol::Ip { "IP" } else { "IPv6" };
         r.node(
             Severity::Error,
             node,
@@ -642,21 +535,19 @@ mod tests {
     fn errors_name_place_and_reason() {
         let e = read_filter("<filter name='x'>\n  <rule action='accept' direction='in'>\n    <tcp dstportstart='65536'/>\n  </rule>\n</filter>").unwrap_err();
         let s = e.to_string();
-        assert!(
-            s.starts_with("3:10: tcp/dstportstart: illegal value"),
-            "{s}"
-        );
+        assert!(s.starts_with("3:10: tcp/dstportstart: illegal value"), "{s}");
         assert!(s.contains("0..65535"), "{s}");
     }
 
     #[test]
     fn quirks_are_reported() {
-        let p = read_filter("<filter name='x'><rule action='drop' direction='in'><tcpp dstportstart='22'/></rule></filter>").unwrap();
+        let p = read_filter(
+            "<filter name='x'><rule action='drop' direction='in'><tcpp dstportstart='22'/></rule></filter>",
+        )
+        .unwrap();
         assert_eq!(p.quirks.len(), 1);
         assert!(p.quirks[0].message.contains("unknown element <tcpp>"));
-        let Entry::Rule(rule) = &p.value.entries[0] else {
-            panic!()
-        };
+        let Entry::Rule(rule) = &p.value.entries[0] else { panic!() };
         assert!(rule.matches.is_none());
     }
 
@@ -668,7 +559,10 @@ mod tests {
 
     #[test]
     fn ports_need_protocol() {
-        assert!(read_filter("<filter name='x'><rule action='drop' direction='in'><ip dstportstart='22'/></rule></filter>").is_err());
+        assert!(read_filter(
+            "<filter name='x'><rule action='drop' direction='in'><ip dstportstart='22'/></rule></filter>"
+        )
+        .is_err());
         assert!(read_filter("<filter name='x'><rule action='drop' direction='in'><ip protocol='tcp' dstportstart='22'/></rule></filter>").is_ok());
     }
 }

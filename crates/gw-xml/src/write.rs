@@ -29,12 +29,7 @@ pub fn escape(s: &str) -> String {
 /// The canonical XML of a filter.
 pub fn write_filter(f: &Filter) -> String {
     let mut out = String::new();
-    let _ = write!(
-        out,
-        "<filter name='{}' chain='{}'",
-        escape(&f.name),
-        escape(&f.chain)
-    );
+    let _ = write!(out, "<filter name='{}' chain='{}'", escape(&f.name), escape(&f.chain));
     // libvirt prints the priority only when it is not 0, which loses an
     // explicit 0 on chains whose default is not 0 (a re-read would give the
     // default). We also print it in that case so that reading our output gives
@@ -66,23 +61,14 @@ pub fn write_filterref(out: &mut String, fr: &FilterRef, indent: &str) {
     out.push_str(">\n");
     for (name, values) in &fr.params {
         for v in values {
-            let _ = writeln!(
-                out,
-                "{indent}  <parameter name='{}' value='{}'/>",
-                escape(name),
-                escape(v)
-            );
+            let _ = writeln!(out, "{indent}  <parameter name='{}' value='{}'/>", escape(name), escape(v));
         }
     }
     let _ = writeln!(out, "{indent}</filterref>");
 }
 
 fn write_rule(out: &mut String, r: &Rule) {
-    let _ = write!(
-        out,
-        "  <rule action='{}' direction='{}' priority='{}'",
-        r.action, r.direction, r.priority
-    );
+    let _ = write!(out, "  <rule action='{}' direction='{}' priority='{}'", r.action, r.direction, r.priority);
     if !r.statematch {
         out.push_str(" statematch='false'");
     }
@@ -112,8 +98,7 @@ pub fn match_elements(m: &ProtocolMatch) -> Vec<String> {
                                                 // output reads back to the same rule.
     let implied_flags = has_ipset_fixup(m.protocol)
         && m.fields.contains_key(&Field::IpSet)
-        && m.get(Field::IpSetFlags)
-            .is_some_and(|f| f.value == Value::IpSetFlags(vec![true]));
+        && m.get(Field::IpSetFlags).is_some_and(|f| f.value == Value::IpSetFlags(vec![true]));
     for spec in m.protocol.attributes() {
         let Some(fv) = m.fields.get(&spec.field) else {
             continue;
@@ -127,21 +112,9 @@ pub fn match_elements(m: &ProtocolMatch) -> Vec<String> {
             }
         }
         let (_, e) = cur.get_or_insert_with(|| {
-            (
-                fv.negated,
-                if fv.negated {
-                    format!("<{name} match='no'")
-                } else {
-                    format!("<{name}")
-                },
-            )
+            (fv.negated, if fv.negated { format!("<{name} match='no'") } else { format!("<{name}") })
         });
-        let _ = write!(
-            e,
-            " {}='{}'",
-            spec.field.name(),
-            escape(&format_value(spec.kind, &fv.value))
-        );
+        let _ = write!(e, " {}='{}'", spec.field.name(), escape(&format_value(spec.kind, &fv.value)));
     }
     if let Some((_, e)) = cur {
         lines.push(e + "/>");
