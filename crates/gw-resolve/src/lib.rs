@@ -148,6 +148,9 @@ pub struct ResolvedRule {
     pub chain: String,
     /// Where it came from.
     pub origin: Origin,
+    /// The index of the rule instance it expands (see [`template`]): all
+    /// expansions of one instance share it.
+    pub inst: usize,
 }
 
 /// A jump from the root chain into a sub-chain.
@@ -218,19 +221,35 @@ impl Resolved {
     }
 }
 
-/// A rule found in the DAG walk, with the variables visible to it.
+/// A rule found in the DAG walk, with the filterref parameters on its path.
 struct RuleInst<'a> {
     rule: &'a Rule,
     chain: &'a str,
     chain_priority: i32,
     origin: Origin,
-    vars: Params,
+    /// filterref parameters from the outermost reference inwards.
+    path: Vec<&'a Params>,
+}
+
+impl RuleInst<'_> {
+    /// The variables this rule sees for a binding with `params`: each
+    /// filterref's parameters are defaults the caller's variables override
+    /// (libvirt's virNWFilterCreateVarsFrom).
+    fn vars(&self, params: &Params) -> Params {
+        let mut vars = params.clone();
+        for fr in &self.path {
+            for (k, v) in fr.iter() {
+                vars.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        vars
+    }
 }
 
 fn walk<'a>(
     src: &'a dyn FilterSource,
     filter: &'a Filter,
-    vars: &Params,
+    path: &mut Vec<&'a Params>,
     stack: &mut Vec<String>,
     out: &mut Vec<RuleInst<'a>>,
 ) -> Result<(), ResolveError> {
@@ -242,28 +261,36 @@ fn walk<'a>(
                 chain: &filter.chain,
                 chain_priority: filter.priority,
                 origin: Origin { filter: filter.name.clone(), entry: i + 1 },
-                vars: vars.clone(),
+                path: path.clone(),
             }),
             Entry::FilterRef(fr) => {
                 if let Some(pos) = stack.iter().position(|n| n == &fr.filter) {
-                    let mut path = stack[pos..].to_vec();
-                    path.push(fr.filter.clone());
-                    return Err(ResolveError::Cycle { path });
+                    let mut cycle = stack[pos..].to_vec();
+                    cycle.push(fr.filter.clone());
+                    return Err(ResolveError::Cycle { path: cycle });
                 }
                 let child = src.filter(&fr.filter).ok_or_else(|| ResolveError::UnknownFilter {
                     from: filter.name.clone(),
                     missing: fr.filter.clone(),
                 })?;
-                // The filterref's parameters are defaults: the caller's
-                // variables win (libvirt's virNWFilterCreateVarsFrom).
-                let mut child_vars = fr.params.clone();
-                child_vars.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
-                walk(src, child, &child_vars, stack, out)?;
+                path.push(&fr.params);
+                walk(src, child, path, stack, out)?;
+                path.pop();
             }
         }
     }
     stack.pop();
     Ok(())
+}
+
+/// The rule instances of a filter's DAG in libvirt's order: rules of filters
+/// in the `root` chain first, then by priority; equal priorities keep DAG
+/// order (a stable sort).
+fn instances<'a>(src: &'a dyn FilterSource, filter: &'a Filter) -> Result<Vec<RuleInst<'a>>, ResolveError> {
+    let mut insts = Vec::new();
+    walk(src, filter, &mut Vec::new(), &mut Vec::new(), &mut insts)?;
+    insts.sort_by_key(|i| (i.chain != "root", i.rule.priority));
+    Ok(insts)
 }
 
 /// Checks a DAG for unknown filters and cycles without resolving variables.
@@ -315,15 +342,16 @@ struct Iter<'v> {
 
 /// Every combination of variable values a rule expands to, in libvirt's order.
 fn combinations<'v>(
-    inst: &'v RuleInst,
+    inst: &RuleInst,
+    vars: &'v Params,
     accesses: &[&'v VarAccess],
-) -> Result<Vec<BTreeMap<&'v VarAccess, &'v str>>, ResolveError> {
+) -> Result<Vec<Combo<'v>>, ResolveError> {
     // Iterator 0 always exists first, used or not.
     let mut iters: Vec<Iter> = vec![Iter { id: Some(0), names: Vec::new(), min: 0, max: 0, cur: 0 }];
     let mut lens: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     let mut slot_of: Vec<usize> = Vec::with_capacity(accesses.len());
     for va in accesses {
-        let values = inst.vars.get(&va.name).map(Vec::as_slice).unwrap_or(&[]);
+        let values = vars.get(&va.name).map(Vec::as_slice).unwrap_or(&[]);
         let (idx, min, max) = match va.access {
             Access::Iterator(id) => {
                 let idx = match iters.iter().position(|it| it.id == Some(id)) {
@@ -364,7 +392,7 @@ fn combinations<'v>(
             }
         }
     }
-    let value_at = |name: &str, i: usize| inst.vars.get(name).and_then(|v| v.get(i)).map(String::as_str);
+    let value_at = |name: &str, i: usize| vars.get(name).and_then(|v| v.get(i)).map(String::as_str);
     // A position of an iterator repeats an earlier one when all its variables
     // have the same values there: libvirt skips those.
     let unique =
@@ -396,11 +424,10 @@ fn combinations<'v>(
     }
 }
 
-fn substitute(
-    inst: &RuleInst,
-    m: &ProtocolMatch,
-    combo: &BTreeMap<&VarAccess, &str>,
-) -> Result<ProtocolMatch, ResolveError> {
+/// One assignment of values to the variable accesses of a rule.
+pub type Combo<'v> = BTreeMap<&'v VarAccess, &'v str>;
+
+fn substitute(inst: &RuleInst, m: &ProtocolMatch, combo: &Combo) -> Result<ProtocolMatch, ResolveError> {
     let mut out = ProtocolMatch::new(m.protocol);
     for spec in m.protocol.attributes() {
         let Some(fv) = m.fields.get(&spec.field) else {
@@ -428,21 +455,53 @@ fn substitute(
     Ok(out)
 }
 
-/// Resolves `filter` with `params` into the ordered rules a binding gets.
-pub fn resolve(src: &dyn FilterSource, filter: &Filter, params: &Params) -> Result<Resolved, ResolveError> {
+/// How resolution treats variables a binding does not give.
+#[derive(Debug, Clone, Default)]
+pub struct ResolveOptions {
+    /// Variables that may be absent: a rule using one then expands to no
+    /// rule at all (matches nothing), instead of being an error. Bindings use
+    /// this for `IP`/`IPV6` until the address is known, as libvirt's rules
+    /// with learning pending.
+    pub may_be_absent: BTreeSet<String>,
+}
+
+impl ResolveOptions {
+    /// What a port binding uses: `IP` and `IPV6` may be absent.
+    pub fn for_binding() -> ResolveOptions {
+        ResolveOptions { may_be_absent: [reserved::IP, reserved::IPV6].iter().map(|s| s.to_string()).collect() }
+    }
+}
+
+fn check_params(params: &Params) -> Result<(), ResolveError> {
     for (name, values) in params {
         if let Some(v) = values.iter().find(|v| v.is_empty() || !v.chars().all(gw_model::value::is_var_value_char)) {
             return Err(ResolveError::BadParameter { name: name.clone(), value: v.clone() });
         }
     }
-    let mut insts = Vec::new();
-    walk(src, filter, params, &mut Vec::new(), &mut insts)?;
+    Ok(())
+}
+
+/// Resolves `filter` with `params` into the ordered rules a binding gets.
+pub fn resolve(src: &dyn FilterSource, filter: &Filter, params: &Params) -> Result<Resolved, ResolveError> {
+    resolve_with(src, filter, params, &ResolveOptions::default())
+}
+
+/// [`resolve`] with options.
+pub fn resolve_with(
+    src: &dyn FilterSource,
+    filter: &Filter,
+    params: &Params,
+    opts: &ResolveOptions,
+) -> Result<Resolved, ResolveError> {
+    check_params(params)?;
+    let insts = instances(src, filter)?;
+    let vars: Vec<Params> = insts.iter().map(|i| i.vars(params)).collect();
 
     let mut missing = BTreeSet::new();
-    for inst in &insts {
+    for (inst, vars) in insts.iter().zip(&vars) {
         if let Some(m) = &inst.rule.matches {
             for va in m.variables() {
-                if !is_available(va, &inst.vars) {
+                if !is_available(va, vars) && !opts.may_be_absent.contains(&va.name) {
                     missing.insert(va.to_string());
                 }
             }
@@ -455,62 +514,82 @@ pub fn resolve(src: &dyn FilterSource, filter: &Filter, params: &Params) -> Resu
         });
     }
 
-    // libvirt: root-chain rules sort before all others, then by priority.
-    // We sort stably so equal priorities keep their DAG order.
-    insts.sort_by_key(|i| (i.chain != "root", i.rule.priority));
-
-    let mut expanded: Vec<(ResolvedRule, i32)> = Vec::new();
-    for inst in &insts {
-        let combos = match &inst.rule.matches {
-            Some(m) => combinations(inst, &m.variables())?,
-            None => vec![BTreeMap::new()],
-        };
-        for combo in combos {
-            let matches = match &inst.rule.matches {
-                Some(m) => Some(substitute(inst, m, &combo)?),
-                None => None,
-            };
-            let rule = Rule { matches, ..inst.rule.clone() };
-            expanded.push((
-                ResolvedRule { rule, chain: inst.chain.to_string(), origin: inst.origin.clone() },
-                inst.chain_priority,
-            ));
+    let mut expanded: Vec<Vec<ResolvedRule>> = Vec::with_capacity(insts.len());
+    for (idx, (inst, vars)) in insts.iter().zip(&vars).enumerate() {
+        let mut rules = Vec::new();
+        let accesses = inst.rule.matches.as_ref().map(|m| m.variables()).unwrap_or_default();
+        if accesses.iter().all(|va| is_available(va, vars)) {
+            for combo in combinations(inst, vars, &accesses)? {
+                let matches = match &inst.rule.matches {
+                    Some(m) => Some(substitute(inst, m, &combo)?),
+                    None => None,
+                };
+                let rule = Rule { matches, ..inst.rule.clone() };
+                rules.push(ResolvedRule {
+                    rule,
+                    chain: inst.chain.to_string(),
+                    origin: inst.origin.clone(),
+                    inst: idx,
+                });
+            }
         }
+        expanded.push(rules);
     }
+    Ok(layout(filter, params, &insts, expanded))
+}
 
-    let mut root_rules = Vec::new();
+/// The binding-independent shape of a filter: one rule per instance, with
+/// its variables left in place, in the same layout as [`resolve`] gives.
+/// Ports bound to the same filter share this shape; only the values differ.
+pub fn template(src: &dyn FilterSource, filter: &Filter) -> Result<Resolved, ResolveError> {
+    let insts = instances(src, filter)?;
+    let per_inst = insts
+        .iter()
+        .enumerate()
+        .map(|(idx, i)| {
+            vec![ResolvedRule { rule: i.rule.clone(), chain: i.chain.to_string(), origin: i.origin.clone(), inst: idx }]
+        })
+        .collect();
+    Ok(layout(filter, &Params::new(), &insts, per_inst))
+}
+
+/// Lays the instances' rules out in chains. Jumps and chains follow the
+/// instances (not how many rules each expanded to), so a binding's layout
+/// is its filter's template's layout.
+fn layout(filter: &Filter, params: &Params, insts: &[RuleInst], expanded: Vec<Vec<ResolvedRule>>) -> Resolved {
+    let mut root_rules: Vec<(i32, Vec<ResolvedRule>)> = Vec::new();
     let mut subchains: Vec<SubChain> = Vec::new();
     let mut jumps: Vec<Jump> = Vec::new();
     let mut ipv4 = Vec::new();
     let mut ipv6 = Vec::new();
-    for (rr, chain_priority) in expanded {
-        let layer = rr.rule.matches.as_ref().map_or(Layer::Ethernet, |m| m.protocol.layer());
+    for (inst, rules) in insts.iter().zip(expanded) {
+        let layer = inst.rule.matches.as_ref().map_or(Layer::Ethernet, |m| m.protocol.layer());
         match layer {
-            Layer::Ipv4 => ipv4.push(rr),
-            Layer::Ipv6 => ipv6.push(rr),
-            Layer::Ethernet if rr.chain == "root" => root_rules.push(rr),
+            Layer::Ipv4 => ipv4.extend(rules),
+            Layer::Ipv6 => ipv6.extend(rules),
+            Layer::Ethernet if inst.chain == "root" => root_rules.push((inst.rule.priority, rules)),
             Layer::Ethernet => {
-                let dir = rr.rule.direction;
+                let dir = inst.rule.direction;
                 // The last rule of a chain (in sorted order) sets its jump's
                 // priority, as libvirt's hash update does.
-                match jumps.iter_mut().find(|j| j.chain == rr.chain) {
+                match jumps.iter_mut().find(|j| j.chain == inst.chain) {
                     Some(j) => {
-                        j.priority = chain_priority;
+                        j.priority = inst.chain_priority;
                         j.out |= dir.covers_out();
                         j.r#in |= dir.covers_in();
                     }
                     None => jumps.push(Jump {
-                        chain: rr.chain.clone(),
-                        priority: chain_priority,
-                        family: chain_prefix(&rr.chain).unwrap_or("root").to_string(),
+                        chain: inst.chain.to_string(),
+                        priority: inst.chain_priority,
+                        family: chain_prefix(inst.chain).unwrap_or("root").to_string(),
                         out: dir.covers_out(),
                         r#in: dir.covers_in(),
                     }),
                 }
-                match subchains.iter_mut().find(|c| c.name == rr.chain) {
-                    Some(c) => c.rules.push(rr),
+                match subchains.iter_mut().find(|c| c.name == inst.chain) {
+                    Some(c) => c.rules.extend(rules),
                     None => {
-                        subchains.push(SubChain { name: rr.chain.clone(), priority: chain_priority, rules: vec![rr] })
+                        subchains.push(SubChain { name: inst.chain.to_string(), priority: inst.chain_priority, rules })
                     }
                 }
             }
@@ -526,15 +605,15 @@ pub fn resolve(src: &dyn FilterSource, filter: &Filter, params: &Params) -> Resu
     // (ties: the jump first); jumps past every root rule go last.
     let mut root = Vec::new();
     let mut pending = jumps.into_iter().peekable();
-    for rr in root_rules {
-        while let Some(j) = pending.next_if(|j| j.priority <= rr.rule.priority) {
+    for (priority, rules) in root_rules {
+        while let Some(j) = pending.next_if(|j| j.priority <= priority) {
             root.push(RootEntry::Jump(j));
         }
-        root.push(RootEntry::Rule(rr));
+        root.extend(rules.into_iter().map(RootEntry::Rule));
     }
     root.extend(pending.map(RootEntry::Jump));
 
-    Ok(Resolved { filter: filter.name.clone(), params: params.clone(), root, chains: subchains, ipv4, ipv6 })
+    Resolved { filter: filter.name.clone(), params: params.clone(), root, chains: subchains, ipv4, ipv6 }
 }
 
 /// Parses `NAME=VALUE` pairs into parameters; a name given twice is a list.
