@@ -3,6 +3,7 @@
 //! The `filter` verbs work offline on XML files and the built-in library;
 //! no daemon is needed for them.
 
+mod engine_cmd;
 mod filter_cmd;
 
 use clap::{Parser, Subcommand};
@@ -21,6 +22,11 @@ enum Command {
     /// Work with nwfilter XML filters (offline).
     #[command(subcommand)]
     Filter(filter_cmd::FilterCmd),
+    /// Print the complete nftables script for these bindings (nft -f - loads it).
+    Compile(engine_cmd::EngineArgs),
+    /// Load the ruleset for these bindings in one transaction, replacing
+    /// guestwall's tables atomically.
+    Apply(engine_cmd::EngineArgs),
 }
 
 /// What `try_main` reports back: success, or a failure already printed.
@@ -35,6 +41,8 @@ fn try_main() -> anyhow::Result<Outcome> {
     let cli = Cli::parse();
     match cli.command {
         Command::Filter(cmd) => filter_cmd::run(cmd),
+        Command::Compile(args) => engine_cmd::compile(args),
+        Command::Apply(args) => engine_cmd::apply(args),
     }
 }
 

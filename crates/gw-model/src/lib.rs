@@ -13,10 +13,12 @@
 
 #[cfg(feature = "arbitrary")]
 pub mod arb;
+pub mod binding;
 pub mod filter;
 pub mod protocol;
 pub mod value;
 
+pub use binding::{check_ifname, Binding, Owner};
 pub use filter::{
     check_chain_name, default_chain_priority, Action, Direction, Entry, FieldValue, Filter, FilterRef, FixupChange,
     ProtocolMatch, Rule, DEFAULT_RULE_PRIORITY,

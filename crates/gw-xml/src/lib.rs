@@ -6,10 +6,12 @@
 //! refuse. Writing is `virsh nwfilter-dumpxml`'s format, so our output is
 //! accepted by libvirt and libvirt's by us. No semantics live here.
 
+pub mod binding;
 pub mod diag;
 pub mod read;
 pub mod write;
 
+pub use binding::{read_binding, write_binding};
 pub use diag::{Diagnostic, Parsed, ReadError, Severity};
 pub use read::read_filter;
 pub use write::{match_elements, write_filter};

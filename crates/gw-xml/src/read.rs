@@ -100,7 +100,7 @@ pub fn parse_uuid(s: &str) -> Option<String> {
     Some(format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]))
 }
 
-fn parse_doc(text: &str) -> Result<Document<'_>, ReadError> {
+pub(crate) fn parse_doc(text: &str) -> Result<Document<'_>, ReadError> {
     let opts = ParsingOptions { allow_dtd: true, ..ParsingOptions::default() };
     Document::parse_with_options(text, opts).map_err(|e| {
         let p = e.pos();
@@ -236,7 +236,7 @@ fn read_filter_node(r: &mut Reader, root: Node) -> Filter {
 
 /// Reads `<parameter name value>` children into a parameter map, as libvirt's
 /// `virNWFilterParseParamAttributes` (invalid ones are skipped).
-fn read_params(r: &mut Reader, node: Node) -> BTreeMap<String, Vec<String>> {
+fn params_of(r: &mut Reader, node: Node) -> BTreeMap<String, Vec<String>> {
     let mut params: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for p in node.children().filter(Node::is_element) {
         if p.tag_name().name() != "parameter" {
@@ -271,6 +271,14 @@ fn read_params(r: &mut Reader, node: Node) -> BTreeMap<String, Vec<String>> {
     params
 }
 
+/// Reads `<parameter>` children for another document kind (bindings).
+pub(crate) fn read_params(doc: &Document, diags: &mut Vec<Diagnostic>, node: Node) -> BTreeMap<String, Vec<String>> {
+    let mut r = Reader { doc, diags: Vec::new() };
+    let p = params_of(&mut r, node);
+    diags.extend(r.diags);
+    p
+}
+
 fn read_filterref(r: &mut Reader, node: Node) -> Option<FilterRef> {
     r.unknown_attrs(node, &["filter"], "<filterref>");
     let filter = match node.attribute("filter") {
@@ -283,7 +291,7 @@ fn read_filterref(r: &mut Reader, node: Node) -> Option<FilterRef> {
     if filter.is_empty() {
         r.attr(Severity::Quirk, node, "filter", "an empty filter name can never be resolved".into());
     }
-    let params = read_params(r, node);
+    let params = params_of(r, node);
     Some(FilterRef { filter, params })
 }
 

@@ -1,0 +1,71 @@
+//! A binding → its port's programs (template and concrete).
+
+use crate::{lower, LowerError, PortProgram};
+use gw_model::Binding;
+use gw_resolve::{reserved, resolve_with, template, FilterSource, Params, ResolveError, ResolveOptions, Resolved};
+
+/// Why a binding cannot be enforced.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// The binding names a filter that does not exist.
+    #[error("port {port}: unknown filter '{filter}'")]
+    UnknownFilter {
+        /// The port.
+        port: String,
+        /// The filter.
+        filter: String,
+    },
+    /// The filter does not resolve with the binding's parameters.
+    #[error("port {port}: {source}")]
+    Resolve {
+        /// The port.
+        port: String,
+        /// Why.
+        #[source]
+        source: ResolveError,
+    },
+    /// A rule cannot be enforced.
+    #[error("port {port}: {source}")]
+    Lower {
+        /// The port.
+        port: String,
+        /// Why.
+        #[source]
+        source: LowerError,
+    },
+}
+
+/// A binding's programs.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    /// The filter's program with variables in place (shared by all ports
+    /// bound to the filter).
+    pub template: PortProgram,
+    /// This port's program.
+    pub concrete: PortProgram,
+    /// This port's resolved rules.
+    pub resolved: Resolved,
+}
+
+/// The parameters a binding's filter sees: the binding's own, with `$MAC`
+/// defaulting to the binding's MAC address.
+pub fn binding_params(b: &Binding) -> Params {
+    let mut p = b.filterref.params.clone();
+    p.entry(reserved::MAC.to_string()).or_insert_with(|| vec![b.mac.to_string()]);
+    p
+}
+
+/// Resolves and lowers a binding. `$IP`/`$IPV6` may be absent: rules that
+/// need them then match nothing (until learning provides them).
+pub fn bind(src: &dyn FilterSource, b: &Binding) -> Result<Bound, BindError> {
+    let port = || b.portdev.clone();
+    let filter = src
+        .filter(&b.filterref.filter)
+        .ok_or_else(|| BindError::UnknownFilter { port: port(), filter: b.filterref.filter.clone() })?;
+    let resolved = resolve_with(src, filter, &binding_params(b), &ResolveOptions::for_binding())
+        .map_err(|source| BindError::Resolve { port: port(), source })?;
+    let shape = template(src, filter).map_err(|source| BindError::Resolve { port: port(), source })?;
+    let concrete = lower(&resolved).map_err(|source| BindError::Lower { port: port(), source })?;
+    let template = lower(&shape).map_err(|source| BindError::Lower { port: port(), source })?;
+    Ok(Bound { template, concrete, resolved })
+}

@@ -1,0 +1,76 @@
+//! Running `nft`: probing the kernel and applying a ruleset in one call.
+//!
+//! We drive the `nft` binary (as Proxmox and kube-proxy do) rather than
+//! netlink: one `nft -f -` is one kernel transaction, its errors name the
+//! offending line, and the text we feed it is the text users can read.
+
+use crate::expr::StateSource;
+use crate::ruleset::Features;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+/// `nft` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    /// `nft` could not be started.
+    #[error("cannot run nft (install the nftables package): {0}")]
+    Spawn(#[source] std::io::Error),
+    /// `nft` refused the ruleset; nothing was changed.
+    #[error("nft refused the ruleset, nothing was changed:\n{stderr}")]
+    Refused {
+        /// What nft said.
+        stderr: String,
+    },
+}
+
+/// Feeds `script` to `nft -f -` (with `--check`: validate only).
+pub fn run_nft(script: &str, check: bool) -> Result<(), NftError> {
+    let mut cmd = Command::new("nft");
+    if check {
+        cmd.arg("--check");
+    }
+    let mut child = cmd
+        .args(["-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(NftError::Spawn)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(script.as_bytes()).map_err(NftError::Spawn)?;
+    }
+    let out = child.wait_with_output().map_err(NftError::Spawn)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NftError::Refused { stderr: String::from_utf8_lossy(&out.stderr).into_owned() })
+    }
+}
+
+/// Asks the kernel (of the current network namespace) what it supports, by
+/// checking small rulesets without committing them.
+pub fn probe() -> Result<Features, NftError> {
+    let ct = "table bridge guestwall_probe {\n  chain c {\n    type filter hook prerouting priority 0;\n    ct state new accept\n  }\n}\n";
+    let rj = "table bridge guestwall_probe {\n  chain c {\n    type filter hook prerouting priority 0;\n    meta l4proto tcp reject\n  }\n}\n";
+    let ok = "table bridge guestwall_probe {\n  chain c {\n    type filter hook prerouting priority 0;\n    accept\n  }\n}\n";
+    // If even a trivial ruleset fails, the problem is nft itself.
+    run_nft(ok, true)?;
+    let state = if run_nft(ct, true).is_ok() { StateSource::BridgeConntrack } else { StateSource::BrNetfilterMark };
+    Ok(Features { state, bridge_reject: run_nft(rj, true).is_ok() })
+}
+
+/// Makes br_netfilter pass bridged IPv4/IPv6 through the inet hooks (where
+/// conntrack runs), as the br_netfilter state path needs. Returns what it
+/// changed.
+pub fn enable_bridge_nf_call() -> std::io::Result<Vec<String>> {
+    let mut changed = Vec::new();
+    for f in ["bridge-nf-call-iptables", "bridge-nf-call-ip6tables"] {
+        let path = format!("/proc/sys/net/bridge/{f}");
+        let cur = std::fs::read_to_string(&path)?;
+        if cur.trim() != "1" {
+            std::fs::write(&path, "1")?;
+            changed.push(format!("net.bridge.{f}=1"));
+        }
+    }
+    Ok(changed)
+}

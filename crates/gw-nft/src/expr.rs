@@ -1,0 +1,237 @@
+//! Conditions → nft expressions, and values → nft literals.
+
+use gw_ir::{Cond, Sel, Test};
+use gw_model::value::state;
+use gw_model::Value;
+
+/// How connection-tracking state reaches the bridge chains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateSource {
+    /// The kernel has nf_conntrack_bridge: `ct state` works in the bridge family.
+    BridgeConntrack,
+    /// No bridge conntrack: br_netfilter sends bridged IP through the inet
+    /// hooks, where conntrack runs; an inet chain copies the state into
+    /// [`MARK_MASK`] bits of the packet mark for the bridge chains.
+    BrNetfilterMark,
+}
+
+/// Mark bits guestwall uses to carry conntrack state (other bits are left alone).
+pub const MARK_MASK: u32 = 0x0f00_0000;
+/// Mark bit: NEW (and untracked).
+pub const MARK_NEW: u32 = 0x0100_0000;
+/// Mark bit: ESTABLISHED.
+pub const MARK_ESTABLISHED: u32 = 0x0200_0000;
+/// Mark bit: RELATED.
+pub const MARK_RELATED: u32 = 0x0400_0000;
+/// Mark bit: INVALID.
+pub const MARK_INVALID: u32 = 0x0800_0000;
+
+/// An expression could not be written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ExprError(pub String);
+
+/// The nft expression a selector reads, for a rule on IPv6 when `v6`.
+pub fn selector(sel: Sel, v6: bool) -> String {
+    match sel {
+        Sel::EtherSrc => "ether saddr".into(),
+        Sel::EtherDst => "ether daddr".into(),
+        Sel::EtherType => "ether type".into(),
+        Sel::VlanId => "vlan id".into(),
+        Sel::VlanType => "vlan type".into(),
+        Sel::ArpHtype => "arp htype".into(),
+        Sel::ArpPtype => "arp ptype".into(),
+        Sel::ArpOp => "arp operation".into(),
+        Sel::ArpSha => "arp saddr ether".into(),
+        Sel::ArpTha => "arp daddr ether".into(),
+        Sel::ArpSpa => "arp saddr ip".into(),
+        Sel::ArpTpa => "arp daddr ip".into(),
+        Sel::ArpGratuitous => "arp gratuitous".into(),
+        Sel::Ip4Src => "ip saddr".into(),
+        Sel::Ip4Dst => "ip daddr".into(),
+        Sel::Ip6Src => "ip6 saddr".into(),
+        Sel::Ip6Dst => "ip6 daddr".into(),
+        Sel::L4Proto => "meta l4proto".into(),
+        Sel::Dscp if v6 => "ip6 dscp".into(),
+        Sel::Dscp => "ip dscp".into(),
+        Sel::SrcPort => "th sport".into(),
+        Sel::DstPort => "th dport".into(),
+        Sel::IcmpType => "icmp type".into(),
+        Sel::IcmpCode => "icmp code".into(),
+        Sel::Icmp6Type => "icmpv6 type".into(),
+        Sel::Icmp6Code => "icmpv6 code".into(),
+        Sel::TcpFlags => "tcp flags".into(),
+        Sel::CtState => "ct state".into(),
+        Sel::Stp { offset, len } => format!("@ll,{},{}", u32::from(offset) * 8, u32::from(len) * 8),
+    }
+}
+
+/// An nft literal for a value read by `sel`.
+pub fn literal(sel: Sel, v: &Value) -> Result<String, ExprError> {
+    Ok(match v {
+        Value::Num { value, .. } => match sel {
+            Sel::EtherType | Sel::VlanType | Sel::ArpPtype => format!("{value:#06x}"),
+            _ => value.to_string(),
+        },
+        Value::Mac(m) if matches!(sel, Sel::Stp { .. }) => {
+            format!("0x{}", m.0.iter().map(|b| format!("{b:02x}")).collect::<String>())
+        }
+        Value::Mac(m) => m.to_string(),
+        Value::Ipv4(a) => a.to_string(),
+        Value::Ipv6(a) => a.to_string(),
+        Value::Prefix(p) => p.to_string(),
+        Value::Var(va) => return Err(ExprError(format!("variable ${va} has no value here"))),
+        other => return Err(ExprError(format!("cannot write {other:?} as an nft value"))),
+    })
+}
+
+fn prefix_of(v: &Value) -> Option<u8> {
+    match v {
+        Value::Prefix(p) => Some(*p),
+        _ => None,
+    }
+}
+
+/// `value/prefix` for an address under a prefix mask.
+pub fn prefixed(sel: Sel, v: &Value, mask: &Value) -> Result<String, ExprError> {
+    let p = prefix_of(mask).ok_or_else(|| ExprError(format!("mask {mask:?} is not a prefix length")))?;
+    Ok(format!("{}/{p}", literal(sel, v)?))
+}
+
+fn ct_names(bits: u8) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if bits & state::NEW != 0 {
+        out.push("new");
+        // Untracked packets cannot have replies; they count as NEW (see gw-ir).
+        out.push("untracked");
+    }
+    if bits & state::ESTABLISHED != 0 {
+        out.push("established");
+    }
+    if bits & state::RELATED != 0 {
+        out.push("related");
+    }
+    if bits & state::INVALID != 0 {
+        out.push("invalid");
+    }
+    out
+}
+
+/// The mark bits standing for these states.
+pub fn mark_bits(bits: u8) -> u32 {
+    let mut m = 0;
+    if bits & state::NEW != 0 {
+        m |= MARK_NEW;
+    }
+    if bits & state::ESTABLISHED != 0 {
+        m |= MARK_ESTABLISHED;
+    }
+    if bits & state::RELATED != 0 {
+        m |= MARK_RELATED;
+    }
+    if bits & state::INVALID != 0 {
+        m |= MARK_INVALID;
+    }
+    m
+}
+
+/// One condition as nft text (constants only).
+pub fn cond(c: &Cond, v6: bool, states: StateSource) -> Result<String, ExprError> {
+    let s = selector(c.sel, v6);
+    let op = if c.negated { "!= " } else { "" };
+    Ok(match (&c.test, c.sel) {
+        (Test::States(bits), _) => match states {
+            StateSource::BridgeConntrack => {
+                let names = ct_names(*bits).join(", ");
+                if c.negated {
+                    format!("ct state & ({}) == 0", ct_names(*bits).join("|"))
+                } else {
+                    format!("ct state {{ {names} }}")
+                }
+            }
+            StateSource::BrNetfilterMark => {
+                let m = mark_bits(*bits);
+                format!("meta mark & {m:#010x} {} 0", if c.negated { "==" } else { "!=" })
+            }
+        },
+        (Test::True, Sel::ArpGratuitous) => {
+            if c.negated {
+                return Err(ExprError("a negated gratuitous ARP match cannot be expressed in nftables".into()));
+            }
+            // nft cannot compare two fields; compare the four bytes of the
+            // sender and target IP pairwise through a set of equal pairs.
+            (0..4)
+                .map(|i| format!("@nh,{},8 . @nh,{},8 @same_byte", 112 + 8 * i, 192 + 8 * i))
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+        (Test::Eq(v), _) => format!("{s} {op}{}", literal(c.sel, v)?),
+        (Test::Range(a, b), _) => {
+            let (la, lb) = (literal(c.sel, a)?, literal(c.sel, b)?);
+            if range_inverted(a, b) {
+                return Err(ExprError(format!("{s}: range {la}-{lb} ends below its start")));
+            }
+            if la == lb {
+                format!("{s} {op}{la}")
+            } else {
+                format!("{s} {op}{la}-{lb}")
+            }
+        }
+        (Test::Masked(v, m), Sel::EtherSrc | Sel::EtherDst | Sel::ArpSha | Sel::ArpTha) => {
+            format!("{s} & {} {} {}", literal(c.sel, m)?, if c.negated { "!=" } else { "==" }, literal(c.sel, v)?)
+        }
+        (Test::Masked(v, m), Sel::Stp { .. }) => {
+            format!("{s} & {} {} {}", literal(c.sel, m)?, if c.negated { "!=" } else { "==" }, literal(c.sel, v)?)
+        }
+        (Test::Masked(v, m), _) => format!("{s} {op}{}", prefixed(c.sel, v, m)?),
+        (Test::Flags { mask, set }, _) => {
+            format!("{s} & {mask:#04x} {} {set:#04x}", if c.negated { "!=" } else { "==" })
+        }
+        (Test::True, _) => return Err(ExprError(format!("{s}: no such test"))),
+    })
+}
+
+fn range_inverted(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Num { value: x, .. }, Value::Num { value: y, .. }) => x > y,
+        (Value::Ipv4(x), Value::Ipv4(y)) => x > y,
+        (Value::Ipv6(x), Value::Ipv6(y)) => x > y,
+        _ => false,
+    }
+}
+
+/// Whether a condition's variable can be looked up in a per-port set:
+/// a positive equality, or an address under a constant prefix.
+pub fn settable(c: &Cond) -> bool {
+    if c.negated || matches!(c.sel, Sel::Stp { .. } | Sel::ArpGratuitous | Sel::CtState | Sel::TcpFlags) {
+        return false;
+    }
+    match &c.test {
+        Test::Eq(_) => true,
+        Test::Masked(_, m) => {
+            !matches!(m, Value::Var(_))
+                && matches!(c.sel, Sel::Ip4Src | Sel::Ip4Dst | Sel::Ip6Src | Sel::Ip6Dst | Sel::ArpSpa | Sel::ArpTpa)
+        }
+        _ => false,
+    }
+}
+
+/// Whether a condition mentions a variable.
+pub fn has_var(c: &Cond) -> bool {
+    let var = |v: &Value| matches!(v, Value::Var(_));
+    match &c.test {
+        Test::Eq(v) => var(v),
+        Test::Masked(a, b) | Test::Range(a, b) => var(a) || var(b),
+        _ => false,
+    }
+}
+
+/// The set element part for a condition's concrete value.
+pub fn element(c: &Cond) -> Result<String, ExprError> {
+    match &c.test {
+        Test::Eq(v) => literal(c.sel, v),
+        Test::Masked(v, m) => prefixed(c.sel, v, m),
+        _ => Err(ExprError("not a set element".into())),
+    }
+}

@@ -1,0 +1,440 @@
+//! Port programs → one nftables ruleset for the host.
+//!
+//! Layout (table `bridge guestwall`):
+//! - two base chains after br_netfilter (priority 200): `prerouting`
+//!   dispatches frames *from* guests with `iifname vmap @from_guest`,
+//!   `postrouting` frames *to* guests with `oifname vmap @to_guest`; a frame
+//!   between two guests crosses both, so both ports' filters judge it, and
+//!   a frame from a guest to the host itself crosses `prerouting`;
+//! - per distinct filter, one set of chains per side, shared by every port
+//!   bound to it: `tN_out`/`tN_in` (Ethernet root), `tN_out_cM` (sub-chains),
+//!   `tN_out_ip` (IP layer). Per-port values (`$IP`, `$MAC`, lists) are set
+//!   elements keyed by the port, so the rules are the same for all ports
+//!   and a packet's cost does not grow with the number of ports;
+//! - a filter whose variables cannot be looked up in sets (negated, ranges,
+//!   masks given as variables) gets its own chains per port instead.
+//!
+//! Table `inet guestwall` (br_netfilter mode) copies conntrack state into
+//! mark bits for the bridge chains, and assigns the FTP helper so RELATED
+//! works.
+
+use crate::expr::{cond, element, has_var, selector, settable, ExprError, StateSource};
+use crate::expr::{MARK_ESTABLISHED, MARK_INVALID, MARK_MASK, MARK_NEW, MARK_RELATED};
+use gw_ir::{IrRule, L2Item, PortProgram, Sel, Side, SideProgram, Test};
+use gw_model::value::state;
+use gw_model::{Action, Value};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// guestwall's table name (in the `bridge` and `inet` families).
+pub const TABLE: &str = "guestwall";
+
+/// What the kernel offers, found at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Features {
+    /// Where conntrack state comes from.
+    pub state: StateSource,
+    /// Whether `reject` works in the bridge family (NFT_BRIDGE_REJECT).
+    pub bridge_reject: bool,
+}
+
+impl Features {
+    /// A line saying which paths are in use.
+    pub fn describe(&self) -> String {
+        let st = match self.state {
+            StateSource::BridgeConntrack => "stateful filtering via bridge-family conntrack (nf_conntrack_bridge)",
+            StateSource::BrNetfilterMark => {
+                "stateful filtering via br_netfilter (no nf_conntrack_bridge): conntrack state carried in mark bits 0x0f000000"
+            }
+        };
+        let rj = if self.bridge_reject {
+            "reject sends ICMP unreachable"
+        } else {
+            "reject is enforced as drop (no bridge-family reject in this kernel)"
+        };
+        format!("{st}; {rj}")
+    }
+}
+
+/// A port to filter: its name and its program, concrete and as a template.
+#[derive(Debug, Clone)]
+pub struct PortInput {
+    /// The port's interface name.
+    pub port: String,
+    /// What ports with the same program shape share (the filter's name).
+    pub key: String,
+    /// The filter's program with variables in place.
+    pub template: PortProgram,
+    /// This port's program with its values.
+    pub concrete: PortProgram,
+}
+
+/// Why a ruleset could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    /// A rule of a port cannot be written as nftables.
+    #[error("port {port}: filter '{filter}' rule {entry}: {source}")]
+    Rule {
+        /// The port.
+        port: String,
+        /// The filter.
+        filter: String,
+        /// The rule's position in it.
+        entry: usize,
+        /// What cannot be expressed.
+        #[source]
+        source: ExprError,
+    },
+    /// Two bindings for one port.
+    #[error("port {0} is bound twice")]
+    DuplicatePort(String),
+}
+
+/// An nft set of per-port values for one rule.
+struct SetDef {
+    name: String,
+    typeof_: String,
+    interval: bool,
+    elements: Vec<String>,
+}
+
+struct Out {
+    chains: Vec<(String, Vec<String>)>,
+    sets: Vec<SetDef>,
+    needs_same_byte: bool,
+    uses_related: bool,
+}
+
+fn is_v6(r: &IrRule) -> bool {
+    r.conds.iter().any(|c| c.sel == Sel::EtherType && c.test == Test::Eq(Value::Num { value: 0x86dd, hex: false }))
+}
+
+fn comment(r: &IrRule) -> String {
+    let text = match &r.comment {
+        Some(c) => format!("{}#{}: {c}", r.origin.filter, r.origin.entry),
+        None => format!("{}#{}", r.origin.filter, r.origin.entry),
+    };
+    let mut t: String = text.chars().map(|c| if c == '"' || c == '\\' || c.is_control() { '\'' } else { c }).collect();
+    while t.len() > 120 {
+        t.pop();
+    }
+    format!(" comment \"{t}\"")
+}
+
+/// Where a rule is, for naming its set.
+#[derive(Clone, Copy)]
+enum Layer {
+    L2,
+    Ip,
+}
+
+struct Ctx<'a> {
+    t: usize,
+    side: Side,
+    states: StateSource,
+    bridge_reject: bool,
+    /// Ports sharing these chains with their concrete programs; empty when
+    /// the chains are a single port's own (all values constant).
+    ports: &'a [(&'a str, &'a PortProgram)],
+    port_for_errors: &'a str,
+}
+
+impl Ctx<'_> {
+    fn prefix(&self) -> String {
+        format!("t{}_{}", self.t, self.side.short())
+    }
+
+    /// The matching part of a rule: constants written out, variables looked
+    /// up in a per-port set.
+    fn matches(&self, r: &IrRule, layer: Layer, out: &mut Out) -> Result<String, BuildError> {
+        let err = |e: ExprError| BuildError::Rule {
+            port: self.port_for_errors.to_string(),
+            filter: r.origin.filter.clone(),
+            entry: r.origin.entry,
+            source: e,
+        };
+        let v6 = is_v6(r);
+        let mut parts = Vec::new();
+        let var_idx: Vec<usize> = (0..r.conds.len()).filter(|i| has_var(&r.conds[*i])).collect();
+        for (i, c) in r.conds.iter().enumerate() {
+            if var_idx.contains(&i) {
+                continue;
+            }
+            if c.sel == Sel::ArpGratuitous {
+                out.needs_same_byte = true;
+            }
+            if let Test::States(b) = c.test {
+                if b & state::RELATED != 0 {
+                    out.uses_related = true;
+                }
+            }
+            parts.push(cond(c, v6, self.states).map_err(err)?);
+        }
+        if !var_idx.is_empty() {
+            let key_sel = match self.side {
+                Side::FromGuest => "iifname",
+                Side::ToGuest => "oifname",
+            };
+            let mut typeof_ = vec![key_sel.to_string()];
+            let mut interval = false;
+            for &i in &var_idx {
+                typeof_.push(selector(r.conds[i].sel, v6));
+                interval |= matches!(r.conds[i].test, Test::Masked(..));
+            }
+            let layer_tag = match layer {
+                Layer::L2 => "l2",
+                Layer::Ip => "ip",
+            };
+            let rev = if r.reversed { "r" } else { "" };
+            let name = format!("{}_{layer_tag}_i{}{rev}", self.prefix(), r.inst);
+            let mut elements = Vec::new();
+            for (port, prog) in self.ports {
+                for cr in concrete_rules(prog.side(self.side), r) {
+                    let mut parts = vec![format!("\"{port}\"")];
+                    for &i in &var_idx {
+                        let c = cr.conds.get(i).ok_or_else(|| {
+                            err(ExprError(format!("port {port}: its program does not line up with the template")))
+                        })?;
+                        parts.push(element(c).map_err(err)?);
+                    }
+                    elements.push(parts.join(" . "));
+                }
+            }
+            elements.sort();
+            elements.dedup();
+            parts.push(format!("{} @{name}", typeof_.join(" . ")));
+            out.sets.push(SetDef { name, typeof_: typeof_.join(" . "), interval, elements });
+        }
+        Ok(parts.join(" "))
+    }
+
+    fn verdict(&self, a: Action, layer: Layer, in_sub: bool) -> String {
+        let to_ip = format!("goto {}_ip", self.prefix());
+        match (layer, a) {
+            (_, Action::Continue) => String::new(),
+            (Layer::L2, Action::Drop | Action::Reject) => "drop".into(),
+            (Layer::L2, Action::Accept) => to_ip,
+            (Layer::L2, Action::Return) if in_sub => "return".into(),
+            (Layer::L2, Action::Return) => to_ip,
+            (Layer::Ip, Action::Accept | Action::Return) => "accept".into(),
+            (Layer::Ip, Action::Drop) => "drop".into(),
+            (Layer::Ip, Action::Reject) if self.bridge_reject => "reject".into(),
+            (Layer::Ip, Action::Reject) => "drop".into(),
+        }
+    }
+
+    fn rule_line(&self, r: &IrRule, layer: Layer, in_sub: bool, out: &mut Out) -> Result<String, BuildError> {
+        let m = self.matches(r, layer, out)?;
+        let v = self.verdict(r.action, layer, in_sub);
+        let mut line = String::new();
+        for p in [m.as_str(), "counter", v.as_str()] {
+            if !p.is_empty() {
+                if !line.is_empty() {
+                    line.push(' ');
+                }
+                line.push_str(p);
+            }
+        }
+        line.push_str(&comment(r));
+        Ok(line)
+    }
+
+    fn side(&self, p: &SideProgram, out: &mut Out) -> Result<(), BuildError> {
+        let pre = self.prefix();
+        let mut root = Vec::new();
+        for item in &p.root {
+            match item {
+                L2Item::Rule(r) => root.push(self.rule_line(r, Layer::L2, false, out)?),
+                L2Item::Jump { chain, guard } => {
+                    let g: Vec<String> =
+                        guard.iter().map(|c| cond(c, false, self.states)).collect::<Result<_, _>>().map_err(|e| {
+                            BuildError::Rule {
+                                port: self.port_for_errors.into(),
+                                filter: String::new(),
+                                entry: 0,
+                                source: e,
+                            }
+                        })?;
+                    let name = p.chains.get(*chain).map(|c| c.name.as_str()).unwrap_or("");
+                    let mut line = g.join(" ");
+                    if !line.is_empty() {
+                        line.push(' ');
+                    }
+                    let _ = write!(line, "jump {pre}_c{chain} comment \"chain {name}\"");
+                    root.push(line);
+                }
+            }
+        }
+        root.push(format!("goto {pre}_ip"));
+        out.chains.push((pre.clone(), root));
+        for (i, c) in p.chains.iter().enumerate() {
+            let mut lines = Vec::new();
+            for r in &c.rules {
+                lines.push(self.rule_line(r, Layer::L2, true, out)?);
+            }
+            out.chains.push((format!("{pre}_c{i}"), lines));
+        }
+        let mut ip = Vec::new();
+        for r in &p.ip {
+            ip.push(self.rule_line(r, Layer::Ip, false, out)?);
+        }
+        ip.push("accept".into());
+        out.chains.push((format!("{pre}_ip"), ip));
+        Ok(())
+    }
+}
+
+/// The concrete rules that expand template rule `t` on a side.
+fn concrete_rules<'a>(p: &'a SideProgram, t: &'a IrRule) -> impl Iterator<Item = &'a IrRule> + 'a {
+    let root = p.root.iter().filter_map(|i| match i {
+        L2Item::Rule(r) => Some(r),
+        L2Item::Jump { .. } => None,
+    });
+    root.chain(p.chains.iter().flat_map(|c| c.rules.iter()))
+        .chain(p.ip.iter())
+        .filter(move |r| r.inst == t.inst && r.reversed == t.reversed)
+}
+
+fn rules_of(p: &SideProgram) -> impl Iterator<Item = &IrRule> {
+    p.root
+        .iter()
+        .filter_map(|i| match i {
+            L2Item::Rule(r) => Some(r),
+            L2Item::Jump { .. } => None,
+        })
+        .chain(p.chains.iter().flat_map(|c| c.rules.iter()))
+        .chain(p.ip.iter())
+}
+
+/// Whether every variable of a template can be looked up in sets.
+fn shareable(t: &PortProgram) -> bool {
+    Side::BOTH.iter().all(|s| rules_of(t.side(*s)).all(|r| r.conds.iter().all(|c| !has_var(c) || settable(c))))
+}
+
+/// The whole ruleset for these ports, as one nft script that replaces
+/// guestwall's tables atomically (`nft -f`), and nothing else.
+pub fn build(ports: &[PortInput], features: Features) -> Result<String, BuildError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for p in ports {
+        if !seen.insert(p.port.as_str()) {
+            return Err(BuildError::DuplicatePort(p.port.clone()));
+        }
+    }
+    // Group ports by filter; a filter that cannot share gets one group per port.
+    let mut groups: BTreeMap<(String, Option<String>), Vec<&PortInput>> = BTreeMap::new();
+    for p in ports {
+        let own = if shareable(&p.template) { None } else { Some(p.port.clone()) };
+        groups.entry((p.key.clone(), own)).or_default().push(p);
+    }
+    let mut out = Out { chains: Vec::new(), sets: Vec::new(), needs_same_byte: false, uses_related: false };
+    let mut from_map = Vec::new();
+    let mut to_map = Vec::new();
+    let mut summary = Vec::new();
+    for (t, ((key, own), members)) in groups.iter().enumerate() {
+        let shared = own.is_none();
+        let pairs: Vec<(&str, &PortProgram)> = members.iter().map(|p| (p.port.as_str(), &p.concrete)).collect();
+        let prog = if shared { &members[0].template } else { &members[0].concrete };
+        for side in Side::BOTH {
+            let ctx = Ctx {
+                t,
+                side,
+                states: features.state,
+                bridge_reject: features.bridge_reject,
+                ports: if shared { &pairs } else { &[] },
+                port_for_errors: members[0].port.as_str(),
+            };
+            ctx.side(prog.side(side), &mut out)?;
+        }
+        for p in members {
+            from_map.push(format!("\"{}\" : goto t{t}_out", p.port));
+            to_map.push(format!("\"{}\" : goto t{t}_in", p.port));
+        }
+        summary.push(format!(
+            "# t{t}: filter {key}{}: {}",
+            if shared { "" } else { " (own chains: its variables cannot be shared)" },
+            members.iter().map(|p| p.port.as_str()).collect::<Vec<_>>().join(" ")
+        ));
+    }
+
+    let mut s = String::new();
+    let _ = writeln!(s, "# guestwall ruleset: {} port(s), {} filter program(s)", ports.len(), groups.len());
+    let _ = writeln!(s, "# {}", features.describe());
+    for l in &summary {
+        let _ = writeln!(s, "{l}");
+    }
+    // Creating the table first makes the delete valid on an empty host; both
+    // happen in this one transaction with the new contents.
+    let _ = writeln!(s, "table bridge {TABLE}\ndelete table bridge {TABLE}\ntable bridge {TABLE} {{");
+    if out.needs_same_byte {
+        let pairs: Vec<String> = (0..=255).map(|b| format!("{b} . {b}")).collect();
+        let _ = writeln!(
+            s,
+            "  set same_byte {{\n    typeof @nh,112,8 . @nh,192,8\n    elements = {{ {} }}\n  }}",
+            pairs.join(", ")
+        );
+    }
+    for set in &out.sets {
+        let _ = writeln!(s, "  set {} {{\n    typeof {}", set.name, set.typeof_);
+        if set.interval {
+            let _ = writeln!(s, "    flags interval");
+        }
+        if !set.elements.is_empty() {
+            let _ = writeln!(s, "    elements = {{ {} }}", set.elements.join(", "));
+        }
+        let _ = writeln!(s, "  }}");
+    }
+    for (name, elems) in [("from_guest", &from_map), ("to_guest", &to_map)] {
+        let _ = writeln!(s, "  map {name} {{\n    typeof iifname : verdict");
+        if !elems.is_empty() {
+            let _ = writeln!(s, "    elements = {{ {} }}", elems.join(", "));
+        }
+        let _ = writeln!(s, "  }}");
+    }
+    for (name, lines) in &out.chains {
+        let _ = writeln!(s, "  chain {name} {{");
+        for l in lines {
+            let _ = writeln!(s, "    {l}");
+        }
+        let _ = writeln!(s, "  }}");
+    }
+    // After br_netfilter (priority 0) so the inet hooks have run: conntrack
+    // state is known and, without bridge conntrack, copied into the mark.
+    let _ = writeln!(
+        s,
+        "  chain prerouting {{\n    type filter hook prerouting priority 200; policy accept;\n    iifname vmap @from_guest\n  }}"
+    );
+    let _ = writeln!(
+        s,
+        "  chain postrouting {{\n    type filter hook postrouting priority 200; policy accept;\n    oifname vmap @to_guest\n  }}"
+    );
+    let _ = writeln!(s, "}}");
+
+    let _ = writeln!(s, "table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{");
+    // Kernels do not attach conntrack helpers by themselves any more; a
+    // filter using RELATED (active FTP) needs the FTP helper.
+    if out.uses_related {
+        let _ = writeln!(s, "  ct helper ftp {{\n    type \"ftp\" protocol tcp\n  }}");
+    }
+    for (hook, name) in [("prerouting", "state_in"), ("output", "state_local")] {
+        let _ = writeln!(s, "  chain {name} {{\n    type filter hook {hook} priority -150; policy accept;");
+        if out.uses_related {
+            let _ = writeln!(s, "    ct state new tcp dport 21 ct helper set \"ftp\"");
+        }
+        if features.state == StateSource::BrNetfilterMark {
+            let keep = !MARK_MASK;
+            let _ = writeln!(s, "    meta mark set meta mark & {keep:#010x}");
+            for (st, bit) in [
+                ("new", MARK_NEW),
+                ("untracked", MARK_NEW),
+                ("established", MARK_ESTABLISHED),
+                ("related", MARK_RELATED),
+                ("invalid", MARK_INVALID),
+            ] {
+                let _ = writeln!(s, "    ct state {st} meta mark set meta mark | {bit:#010x}");
+            }
+        }
+        let _ = writeln!(s, "  }}");
+    }
+    let _ = writeln!(s, "}}");
+    Ok(s)
+}
