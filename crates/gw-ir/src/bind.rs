@@ -31,7 +31,7 @@ pub enum BindError {
         port: String,
         /// Why.
         #[source]
-        source: LowerError,
+        source: Box<LowerError>,
     },
 }
 
@@ -65,7 +65,7 @@ pub fn bind(src: &dyn FilterSource, b: &Binding) -> Result<Bound, BindError> {
     let resolved = resolve_with(src, filter, &binding_params(b), &ResolveOptions::for_binding())
         .map_err(|source| BindError::Resolve { port: port(), source })?;
     let shape = template(src, filter).map_err(|source| BindError::Resolve { port: port(), source })?;
-    let concrete = lower(&resolved).map_err(|source| BindError::Lower { port: port(), source })?;
-    let template = lower(&shape).map_err(|source| BindError::Lower { port: port(), source })?;
+    let concrete = lower(&resolved).map_err(|e| BindError::Lower { port: port(), source: Box::new(e) })?;
+    let template = lower(&shape).map_err(|e| BindError::Lower { port: port(), source: Box::new(e) })?;
     Ok(Bound { template, concrete, resolved })
 }
