@@ -40,13 +40,16 @@ pub fn selector(sel: Sel, v6: bool) -> String {
         Sel::EtherType => "ether type".into(),
         Sel::VlanId => "vlan id".into(),
         Sel::VlanType => "vlan type".into(),
-        Sel::ArpHtype => "arp htype".into(),
-        Sel::ArpPtype => "arp ptype".into(),
-        Sel::ArpOp => "arp operation".into(),
-        Sel::ArpSha => "arp saddr ether".into(),
-        Sel::ArpTha => "arp daddr ether".into(),
-        Sel::ArpSpa => "arp saddr ip".into(),
-        Sel::ArpTpa => "arp daddr ip".into(),
+        // ARP fields are read as raw offsets into the network header: nft's
+        // `arp ...` expressions imply `ether type arp`, and libvirt's rules
+        // read the same fields in RARP frames.
+        Sel::ArpHtype => "@nh,0,16".into(),
+        Sel::ArpPtype => "@nh,16,16".into(),
+        Sel::ArpOp => "@nh,48,16".into(),
+        Sel::ArpSha => "@nh,64,48".into(),
+        Sel::ArpSpa => "@nh,112,32".into(),
+        Sel::ArpTha => "@nh,144,48".into(),
+        Sel::ArpTpa => "@nh,192,32".into(),
         Sel::ArpGratuitous => "arp gratuitous".into(),
         Sel::Ip4Src => "ip saddr".into(),
         Sel::Ip4Dst => "ip daddr".into(),
@@ -74,7 +77,8 @@ pub fn literal(sel: Sel, v: &Value) -> Result<String, ExprError> {
             Sel::EtherType | Sel::VlanType | Sel::ArpPtype => format!("{value:#06x}"),
             _ => value.to_string(),
         },
-        Value::Mac(m) if matches!(sel, Sel::Stp { .. }) => {
+        Value::Ipv4(a) if matches!(sel, Sel::ArpSpa | Sel::ArpTpa) => format!("{:#010x}", u32::from(*a)),
+        Value::Mac(m) if matches!(sel, Sel::Stp { .. } | Sel::ArpSha | Sel::ArpTha) => {
             format!("0x{}", m.0.iter().map(|b| format!("{b:02x}")).collect::<String>())
         }
         Value::Mac(m) => m.to_string(),
@@ -93,9 +97,16 @@ fn prefix_of(v: &Value) -> Option<u8> {
     }
 }
 
-/// `value/prefix` for an address under a prefix mask.
+/// `value/prefix` for an address under a prefix mask (a range for the raw
+/// ARP fields).
 pub fn prefixed(sel: Sel, v: &Value, mask: &Value) -> Result<String, ExprError> {
     let p = prefix_of(mask).ok_or_else(|| ExprError(format!("mask {mask:?} is not a prefix length")))?;
+    if let (Sel::ArpSpa | Sel::ArpTpa, Value::Ipv4(a)) = (sel, v) {
+        let m = if p == 0 { 0 } else { u32::MAX << (32 - u32::from(p.min(32))) };
+        let lo = u32::from(*a) & m;
+        let hi = lo | !m;
+        return Ok(if lo == hi { format!("{lo:#010x}") } else { format!("{lo:#010x}-{hi:#010x}") });
+    }
     Ok(format!("{}/{p}", literal(sel, v)?))
 }
 
@@ -178,7 +189,7 @@ pub fn cond(c: &Cond, v6: bool, states: StateSource) -> Result<String, ExprError
                 format!("{s} {op}{la}-{lb}")
             }
         }
-        (Test::Masked(v, m), Sel::EtherSrc | Sel::EtherDst | Sel::ArpSha | Sel::ArpTha) => {
+        (Test::Masked(v, m), Sel::EtherSrc | Sel::EtherDst) => {
             format!("{s} & {} {} {}", literal(c.sel, m)?, if c.negated { "!=" } else { "==" }, literal(c.sel, v)?)
         }
         (Test::Masked(v, m), Sel::Stp { .. }) => {

@@ -1,0 +1,259 @@
+//! Test hosts in network namespaces, for guestwall's enforcement tests.
+//!
+//! A [`TestHost`] is a host namespace with a bridge `br0` (192.0.2.254/24),
+//! guests in their own namespaces on veth ports (`v1`, `v2`, ... → the guest's
+//! `eth0`), and a peer namespace on port `v9` that guestwall does not filter.
+//! Only documentation addresses are used. Everything is deleted on drop,
+//! also when a test fails. Tests need root, `ip`, `nft` and python3 with
+//! scapy; without them they fail loudly, never pass silently.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A guest of a test host.
+#[derive(Debug, Clone)]
+pub struct Guest {
+    /// Its namespace's name.
+    pub ns: String,
+    /// Its port on the host bridge (`v1`, ...).
+    pub port: String,
+    /// Its MAC.
+    pub mac: String,
+    /// Its IPv4 address.
+    pub ip: String,
+}
+
+/// A host namespace with a bridge, guests and a peer.
+pub struct TestHost {
+    /// The host namespace.
+    pub host: String,
+    /// The guests, in creation order.
+    pub guests: Vec<Guest>,
+    /// The unfiltered peer (port `v9`, 192.0.2.9).
+    pub peer: Guest,
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+    /// A scratch directory for binding files and the like.
+    pub dir: PathBuf,
+}
+
+fn run(cmd: &[&str]) -> Output {
+    Command::new(cmd[0]).args(&cmd[1..]).output().unwrap_or_else(|e| panic!("cannot run {}: {e}", cmd.join(" ")))
+}
+
+fn must(cmd: &[&str]) {
+    let o = run(cmd);
+    assert!(o.status.success(), "{} failed: {}", cmd.join(" "), String::from_utf8_lossy(&o.stderr));
+}
+
+/// The packet helper script.
+pub fn helper() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("helpers/gwpkt.py").display().to_string()
+}
+
+/// Fails loudly when the machine cannot run namespace tests.
+pub fn require_root() {
+    let uid = run(&["id", "-u"]);
+    assert_eq!(
+        String::from_utf8_lossy(&uid.stdout).trim(),
+        "0",
+        "namespace tests need root (run scripts/test as root)"
+    );
+    for tool in ["ip", "nft", "python3", "ping"] {
+        assert!(
+            run(&["sh", "-c", &format!("command -v {tool}")]).status.success(),
+            "{tool} is missing: run scripts/deps"
+        );
+    }
+    let scapy = run(&["python3", "-c", "import scapy"]);
+    assert!(scapy.status.success(), "python3 scapy is missing: run scripts/deps");
+}
+
+impl TestHost {
+    /// A host with `n` guests (1..=8): guest i has port `vi`, MAC
+    /// 52:54:00:00:00:0i and address 192.0.2.i.
+    pub fn new(n: usize) -> TestHost {
+        require_root();
+        let id = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("gwt{}x{id}", std::process::id());
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let host = format!("{prefix}-h");
+        let mut t = TestHost {
+            host: host.clone(),
+            guests: Vec::new(),
+            peer: Guest { ns: String::new(), port: String::new(), mac: String::new(), ip: String::new() },
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            dir,
+        };
+        must(&["ip", "netns", "add", &host]);
+        t.namespaces.push(host.clone());
+        must(&["ip", "-n", &host, "link", "add", "br0", "type", "bridge"]);
+        must(&["ip", "-n", &host, "link", "set", "br0", "up"]);
+        must(&["ip", "-n", &host, "addr", "add", "192.0.2.254/24", "dev", "br0"]);
+        must(&["ip", "-n", &host, "link", "set", "lo", "up"]);
+        for i in (1..=n).chain([9]) {
+            let g = Guest {
+                ns: format!("{prefix}-{}", if i == 9 { "peer".to_string() } else { format!("g{i}") }),
+                port: format!("v{i}"),
+                mac: format!("52:54:00:00:00:0{i}"),
+                ip: format!("192.0.2.{i}"),
+            };
+            must(&["ip", "netns", "add", &g.ns]);
+            t.namespaces.push(g.ns.clone());
+            must(&[
+                "ip", "link", "add", &g.port, "netns", &host, "type", "veth", "peer", "name", "eth0", "netns", &g.ns,
+            ]);
+            must(&["ip", "-n", &host, "link", "set", &g.port, "master", "br0"]);
+            must(&["ip", "-n", &host, "link", "set", &g.port, "up"]);
+            must(&["ip", "-n", &g.ns, "link", "set", "eth0", "address", &g.mac]);
+            must(&["ip", "-n", &g.ns, "addr", "add", &format!("{}/24", g.ip), "dev", "eth0"]);
+            must(&["ip", "-n", &g.ns, "link", "set", "eth0", "up"]);
+            must(&["ip", "-n", &g.ns, "link", "set", "lo", "up"]);
+            // No IPv6 DAD/router noise in the guests' captures.
+            let _ = run(&["ip", "netns", "exec", &g.ns, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0"]);
+            if i == 9 {
+                t.peer = g;
+            } else {
+                t.guests.push(g);
+            }
+        }
+        t
+    }
+
+    /// Guest `i` (1-based).
+    pub fn guest(&self, i: usize) -> &Guest {
+        &self.guests[i - 1]
+    }
+
+    /// Runs a command in a namespace.
+    pub fn exec(&self, ns: &str, cmd: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", ns];
+        full.extend_from_slice(cmd);
+        run(&full)
+    }
+
+    /// Writes a binding for guest `i` to `filter` with extra parameters and
+    /// returns its path.
+    pub fn binding(&self, i: usize, filter: &str, params: &[(&str, &str)]) -> PathBuf {
+        let g = self.guest(i);
+        let mut p = String::new();
+        for (k, v) in params {
+            p.push_str(&format!("    <parameter name='{k}' value='{v}'/>\n"));
+        }
+        let xml = format!(
+            "<filterbinding>\n  <owner>\n    <name>guest{i}</name>\n    <uuid>00000000-0000-4000-8000-00000000000{i}</uuid>\n  </owner>\n  <portdev name='{}'/>\n  <mac address='{}'/>\n  <filterref filter='{filter}'>\n{p}  </filterref>\n</filterbinding>\n",
+            g.port, g.mac
+        );
+        let path = self.dir.join(format!("binding-{i}.xml"));
+        std::fs::write(&path, xml).expect("write binding");
+        path
+    }
+
+    /// Writes a filter into the scratch filter directory (see
+    /// [`TestHost::filter_dir`]).
+    pub fn filter(&self, name: &str, text: &str) -> PathBuf {
+        let dir = self.dir.join("filters");
+        std::fs::create_dir_all(&dir).expect("filter dir");
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write filter");
+        path
+    }
+
+    /// The directory [`TestHost::filter`] writes to.
+    pub fn filter_dir(&self) -> String {
+        self.dir.join("filters").display().to_string()
+    }
+
+    /// Runs `guestwall ARGS` inside the host namespace.
+    pub fn guestwall(&self, bin: &str, args: &[&str]) -> Output {
+        let mut cmd = vec![bin];
+        cmd.extend_from_slice(args);
+        self.exec(&self.host, &cmd)
+    }
+
+    /// Whether one ping from `ns` to `ip` is answered.
+    pub fn ping(&self, ns: &str, ip: &str) -> bool {
+        self.exec(ns, &["ping", "-c", "1", "-W", "1", "-q", ip]).status.success()
+    }
+
+    /// Starts a long-running helper command in a namespace, waiting for its
+    /// "ready" line. It is killed on drop.
+    pub fn serve(&mut self, ns: &str, args: &[&str]) {
+        let h = helper();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns, "python3", &h]).args(args).stdout(Stdio::piped()).stderr(Stdio::null());
+        let mut child = cmd.spawn().expect("start helper");
+        let mut out = child.stdout.take().expect("stdout");
+        let mut buf = [0u8; 6];
+        use std::io::Read;
+        out.read_exact(&mut buf).expect("helper ready line");
+        assert_eq!(&buf, b"ready\n");
+        self.children.push(child);
+    }
+
+    /// Whether a TCP connection from `ns` to `ip:port` (optionally from
+    /// `sport`) gets the server's answer.
+    pub fn tcp(&self, ns: &str, ip: &str, port: u16, sport: u16) -> bool {
+        let h = helper();
+        self.exec(ns, &["python3", &h, "tcp-connect", ip, &port.to_string(), &sport.to_string(), "1.5"])
+            .status
+            .success()
+    }
+
+    /// Whether a UDP datagram from `ns` to `ip:port` is echoed back.
+    pub fn udp(&self, ns: &str, ip: &str, port: u16) -> bool {
+        let h = helper();
+        self.exec(ns, &["python3", &h, "udp-query", ip, &port.to_string(), "1.5"]).status.success()
+    }
+
+    /// Sends a scapy frame `expr` out of `from`'s eth0 and counts the frames
+    /// satisfying `test` (a Python expression over `p`) seen on `to`'s eth0.
+    pub fn frame_arrives(&self, from: &str, expr: &str, to: &str, test: &str) -> bool {
+        let h = helper();
+        let mut sniffer = Command::new("ip")
+            .args(["netns", "exec", to, "python3", &h, "sniff", "eth0", "1.5", test])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sniffer");
+        let mut out = sniffer.stdout.take().expect("stdout");
+        let mut buf = [0u8; 6];
+        use std::io::Read;
+        out.read_exact(&mut buf).expect("sniffer ready");
+        std::thread::sleep(Duration::from_millis(100));
+        let sent = self.exec(from, &["python3", &h, "send", "eth0", expr]);
+        assert!(sent.status.success(), "send failed: {}", String::from_utf8_lossy(&sent.stderr));
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).expect("sniffer output");
+        let mut err = String::new();
+        if let Some(mut e) = sniffer.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let _ = sniffer.wait();
+        rest.trim().parse::<usize>().unwrap_or_else(|_| panic!("sniffer said {rest:?}: {err}")) > 0
+    }
+
+    /// The host's ruleset, for failure messages.
+    pub fn ruleset(&self) -> String {
+        String::from_utf8_lossy(&self.exec(&self.host, &["nft", "list", "ruleset"]).stdout).into_owned()
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = run(&["ip", "netns", "del", ns]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
