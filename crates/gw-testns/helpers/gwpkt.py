@@ -8,6 +8,8 @@ udp-query IP PORT [TIMEOUT]            exit 0 when an answer came back
 send IFACE EXPR                        send a scapy frame, e.g. "Ether()/IP()/UDP()"
 ftp-server                             active-mode FTP: on PORT, connect from port 20
 ftp-client SERVER MY_IP [TIMEOUT]      exit 0 when the data connection arrived
+send-many IFACE FILE                   send the scapy frames of FILE, one per line
+sniff-tags IFACE TIMEOUT               print "ready", then the gwtNNNN tags seen
 sniff IFACE TIMEOUT EXPR               print "ready", then after TIMEOUT the number
                                        of frames p for which EXPR is true
 """
@@ -118,6 +120,30 @@ def send(iface, expr):
     sendp(frame, iface=iface, verbose=False)
     return 0
 
+def send_many(iface, path):
+    import scapy.all as sa
+    env = {k: getattr(sa, k) for k in dir(sa) if not k.startswith("_")}
+    frames = [eval(line, env) for line in open(path) if line.strip()]
+    for f in frames:
+        sa.sendp(f, iface=iface, verbose=False)
+        time.sleep(0.005)
+    return 0
+
+def sniff_tags(iface, timeout):
+    """Print "ready", then after TIMEOUT the gwtNNNN tags seen in frames."""
+    import re
+    from scapy.all import AsyncSniffer
+    seen = set()
+    def note(p):
+        for m in re.findall(rb"gwt[0-9]{4}", bytes(p)):
+            seen.add(m.decode())
+    sn = AsyncSniffer(iface=iface, store=False, prn=note, started_callback=lambda: print("ready", flush=True))
+    sn.start()
+    time.sleep(float(timeout))
+    sn.stop()
+    print(" ".join(sorted(seen)), flush=True)
+    return 0
+
 def sniff(iface, timeout, expr):
     import scapy.all as sa
     from scapy.all import AsyncSniffer
@@ -135,5 +161,6 @@ if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     fn = {"tcp-serve": tcp_serve, "tcp-connect": tcp_connect, "udp-serve": udp_serve,
           "udp-query": udp_query, "send": send, "sniff": sniff,
-          "ftp-server": ftp_server, "ftp-client": ftp_client}[cmd]
+          "ftp-server": ftp_server, "ftp-client": ftp_client,
+          "send-many": send_many, "sniff-tags": sniff_tags}[cmd]
     sys.exit(fn(*args) or 0)

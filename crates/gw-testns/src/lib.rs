@@ -239,6 +239,32 @@ impl TestHost {
         rest.trim().parse::<usize>().unwrap_or_else(|_| panic!("sniffer said {rest:?}: {err}")) > 0
     }
 
+    /// Sends the scapy frames `exprs` out of `from`'s eth0 and returns the
+    /// `gwtNNNN` tags seen on `to`'s eth0.
+    pub fn tags_arriving(&self, from: &str, exprs: &[String], to: &str) -> std::collections::BTreeSet<String> {
+        let h = helper();
+        let file = self.dir.join(format!("frames-{from}.txt"));
+        std::fs::write(&file, exprs.join("\n")).expect("write frames");
+        let wait = format!("{:.1}", 1.5 + exprs.len() as f64 * 0.02);
+        let mut sniffer = Command::new("ip")
+            .args(["netns", "exec", to, "python3", &h, "sniff-tags", "eth0", &wait])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sniffer");
+        let mut out = sniffer.stdout.take().expect("stdout");
+        let mut buf = [0u8; 6];
+        use std::io::Read;
+        out.read_exact(&mut buf).expect("sniffer ready");
+        std::thread::sleep(Duration::from_millis(100));
+        let sent = self.exec(from, &["python3", &h, "send-many", "eth0", &file.display().to_string()]);
+        assert!(sent.status.success(), "send failed: {}", String::from_utf8_lossy(&sent.stderr));
+        let mut rest = String::new();
+        out.read_to_string(&mut rest).expect("sniffer output");
+        let _ = sniffer.wait();
+        rest.split_whitespace().map(str::to_string).collect()
+    }
+
     /// The host's ruleset, for failure messages.
     pub fn ruleset(&self) -> String {
         String::from_utf8_lossy(&self.exec(&self.host, &["nft", "list", "ruleset"]).stdout).into_owned()
