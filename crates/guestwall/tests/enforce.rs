@@ -300,3 +300,75 @@ fn guest_to_guest_and_guest_to_host_are_judged_at_both_ends() {
     assert!(t.tcp(&g1.ns, "192.0.2.254", 2222, 0), "g1 -> host\n{rs}");
     assert!(!t.tcp(&g2.ns, "192.0.2.254", 2222, 0), "g2 -> host passed\n{rs}");
 }
+
+/// Every built-in filter compiles to a ruleset this kernel accepts.
+#[test]
+fn every_builtin_ruleset_loads() {
+    let t = TestHost::new(2);
+    for (name, _) in gw_builtins::BUILTINS {
+        let v6 = name.contains("dhcpv6");
+        let params: Vec<(&str, &str)> = vec![
+            ("IP", "192.0.2.1"),
+            ("IPV6", "2001:db8::1"),
+            ("DHCPSERVER", if v6 { "2001:db8::fe" } else { "192.0.2.254" }),
+            ("GATEWAY_MAC", "52:54:00:00:00:09"),
+        ];
+        let b1 = t.binding(1, name, &params);
+        let b2 = t.binding(2, name, &params);
+        let o = t.guestwall(GW, &["apply", b1.to_str().expect("p"), b2.to_str().expect("p")]);
+        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(t.ruleset().contains("table bridge guestwall"), "{name}: nothing loaded");
+    }
+}
+
+/// Bad bindings are refused with a clear message, and the rules already in
+/// place stay exactly as they were.
+#[test]
+fn bad_bindings_change_nothing() {
+    let t = TestHost::new(1);
+    let g1 = t.guest(1).clone();
+    let good = t.binding(1, "clean-traffic", &[("IP", &g1.ip)]);
+    apply(&t, &[good.to_str().expect("p")]);
+    let before = t.ruleset();
+    let cases: Vec<(String, &str)> = vec![
+        (t.binding(1, "no-such-filter", &[]).display().to_string(), "unknown filter 'no-such-filter'"),
+        (t.binding(1, "clean-traffic", &[("IP", "192.0.2.300")]).display().to_string(), "not an IPv4 address"),
+        (
+            t.filter_file(
+                "badport.xml",
+                "<filterbinding><owner><name>x</name><uuid>00000000-0000-4000-8000-000000000009</uuid></owner><portdev name='a/b'/><mac address='52:54:00:00:00:01'/><filterref filter='clean-traffic'/></filterbinding>",
+            ),
+            "portdev/name: 'a/b' is not an interface name",
+        ),
+        (
+            t.filter_file(
+                "badmac.xml",
+                "<filterbinding><owner><name>x</name><uuid>00000000-0000-4000-8000-000000000009</uuid></owner><portdev name='v1'/><mac address='52:54:00:00:00'/><filterref filter='clean-traffic'/></filterbinding>",
+            ),
+            "not a MAC address",
+        ),
+    ];
+    for (path, want) in &cases {
+        let o = t.guestwall(GW, &["apply", path]);
+        assert_eq!(o.status.code(), Some(1), "{path} was accepted");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want), "{path}: expected {want:?} in {err}");
+        assert_eq!(t.ruleset(), before, "{path} changed the ruleset");
+    }
+    // a filter guestwall cannot enforce (an external ipset)
+    t.filter(
+        "ipset.xml",
+        "<filter name='uses-ipset'><rule action='accept' direction='in'><all ipset='blocked'/></rule></filter>",
+    );
+    let b = t.binding(1, "uses-ipset", &[]);
+    let o = t.guestwall(GW, &["apply", "--filter-dir", &t.filter_dir(), b.to_str().expect("p")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("external ipsets are not supported"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(t.ruleset(), before, "the ipset filter changed the ruleset");
+    // and the port is still filtered
+    assert!(t.ping(&g1.ns, &t.peer.ip.clone()));
+}

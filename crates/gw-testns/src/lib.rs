@@ -150,7 +150,8 @@ impl TestHost {
             "<filterbinding>\n  <owner>\n    <name>guest{i}</name>\n    <uuid>00000000-0000-4000-8000-00000000000{i}</uuid>\n  </owner>\n  <portdev name='{}'/>\n  <mac address='{}'/>\n  <filterref filter='{filter}'>\n{p}  </filterref>\n</filterbinding>\n",
             g.port, g.mac
         );
-        let path = self.dir.join(format!("binding-{i}.xml"));
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let path = self.dir.join(format!("binding-{i}-{n}.xml"));
         std::fs::write(&path, xml).expect("write binding");
         path
     }
@@ -163,6 +164,14 @@ impl TestHost {
         let path = dir.join(name);
         std::fs::write(&path, text).expect("write filter");
         path
+    }
+
+    /// Writes a file into the scratch directory (not the filter directory)
+    /// and returns its path.
+    pub fn filter_file(&self, name: &str, text: &str) -> String {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).expect("write file");
+        path.display().to_string()
     }
 
     /// The directory [`TestHost::filter`] writes to.
