@@ -274,6 +274,11 @@ impl TestHost {
         rest.split_whitespace().map(str::to_string).collect()
     }
 
+    /// The host's ruleset without counters, for comparing before and after.
+    pub fn ruleset_stateless(&self) -> String {
+        String::from_utf8_lossy(&self.exec(&self.host, &["nft", "-s", "list", "ruleset"]).stdout).into_owned()
+    }
+
     /// The host's ruleset, for failure messages.
     pub fn ruleset(&self) -> String {
         String::from_utf8_lossy(&self.exec(&self.host, &["nft", "list", "ruleset"]).stdout).into_owned()
