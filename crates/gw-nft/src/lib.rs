@@ -11,4 +11,4 @@ pub mod ruleset;
 
 pub use client::{enable_bridge_nf_call, probe, run_nft, NftError};
 pub use expr::StateSource;
-pub use ruleset::{build, BuildError, Features, PortInput, TABLE};
+pub use ruleset::{build, plan, BuildError, Features, Plan, PortInput, TABLE};

@@ -129,7 +129,7 @@ enum Layer {
 }
 
 struct Ctx<'a> {
-    t: usize,
+    group: &'a str,
     side: Side,
     states: StateSource,
     bridge_reject: bool,
@@ -141,7 +141,7 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn prefix(&self) -> String {
-        format!("t{}_{}", self.t, self.side.short())
+        format!("{}_{}", self.group, self.side.short())
     }
 
     /// The matching part of a rule: constants written out, variables looked
@@ -186,7 +186,8 @@ impl Ctx<'_> {
                 Layer::Ip => "ip",
             };
             let rev = if r.reversed { "r" } else { "" };
-            let name = format!("{}_{layer_tag}_i{}{rev}", self.prefix(), r.inst);
+            let typeof_s = typeof_.join(" . ");
+            let name = format!("{}_{layer_tag}_i{}{rev}_{:04x}", self.prefix(), r.inst, fnv(&typeof_s) & 0xffff);
             let mut elements = Vec::new();
             for (port, prog) in self.ports {
                 for cr in concrete_rules(prog.side(self.side), r) {
@@ -203,7 +204,7 @@ impl Ctx<'_> {
             elements.sort();
             elements.dedup();
             parts.push(format!("{} @{name}", typeof_.join(" . ")));
-            out.sets.push(SetDef { name, typeof_: typeof_.join(" . "), interval, elements });
+            out.sets.push(SetDef { name, typeof_: typeof_s, interval, elements });
         }
         Ok(parts.join(" "))
     }
@@ -311,9 +312,53 @@ fn shareable(t: &PortProgram) -> bool {
     Side::BOTH.iter().all(|s| rules_of(t.side(*s)).all(|r| r.conds.iter().all(|c| !has_var(c) || settable(c))))
 }
 
-/// The whole ruleset for these ports, as one nft script that replaces
-/// guestwall's tables atomically (`nft -f`), and nothing else.
-pub fn build(ports: &[PortInput], features: Features) -> Result<String, BuildError> {
+/// FNV-1a: a short stable hash for names.
+fn fnv(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
+
+/// The chain-name prefix of a group of ports sharing chains: readable, and
+/// stable whatever other filters are bound, so an update touches only what
+/// changed.
+fn group_name(key: &str, own: Option<&str>) -> String {
+    let full = match own {
+        Some(p) => format!("{key}\u{0}{p}"),
+        None => key.to_string(),
+    };
+    let mut readable: String =
+        key.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' }).take(24).collect();
+    if let Some(p) = own {
+        readable.push('_');
+        readable.extend(p.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }));
+    }
+    format!("f_{readable}_{:08x}", fnv(&full))
+}
+
+/// A set of per-port values, as planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedSet {
+    typeof_: String,
+    interval: bool,
+    elements: std::collections::BTreeSet<String>,
+}
+
+/// Everything guestwall's tables hold, before it is written as nft text.
+/// Keep the plan that was applied: [`Plan::render_update`] turns the next
+/// one into a transaction that touches only what changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    features: Features,
+    summary: Vec<String>,
+    sets: BTreeMap<String, PlannedSet>,
+    from_guest: BTreeMap<String, String>,
+    to_guest: BTreeMap<String, String>,
+    chains: BTreeMap<String, Vec<String>>,
+    same_byte: bool,
+    uses_related: bool,
+}
+
+/// Plans the ruleset for these ports.
+pub fn plan(ports: &[PortInput], features: Features) -> Result<Plan, BuildError> {
     let mut seen = std::collections::BTreeSet::new();
     for p in ports {
         if !seen.insert(p.port.as_str()) {
@@ -327,16 +372,24 @@ pub fn build(ports: &[PortInput], features: Features) -> Result<String, BuildErr
         groups.entry((p.key.clone(), own)).or_default().push(p);
     }
     let mut out = Out { chains: Vec::new(), sets: Vec::new(), needs_same_byte: false, uses_related: false };
-    let mut from_map = Vec::new();
-    let mut to_map = Vec::new();
-    let mut summary = Vec::new();
-    for (t, ((key, own), members)) in groups.iter().enumerate() {
+    let mut plan = Plan {
+        features,
+        summary: Vec::new(),
+        sets: BTreeMap::new(),
+        from_guest: BTreeMap::new(),
+        to_guest: BTreeMap::new(),
+        chains: BTreeMap::new(),
+        same_byte: false,
+        uses_related: false,
+    };
+    for ((key, own), members) in &groups {
         let shared = own.is_none();
+        let group = group_name(key, own.as_deref());
         let pairs: Vec<(&str, &PortProgram)> = members.iter().map(|p| (p.port.as_str(), &p.concrete)).collect();
         let prog = if shared { &members[0].template } else { &members[0].concrete };
         for side in Side::BOTH {
             let ctx = Ctx {
-                t,
+                group: &group,
                 side,
                 states: features.state,
                 bridge_reject: features.bridge_reject,
@@ -346,95 +399,242 @@ pub fn build(ports: &[PortInput], features: Features) -> Result<String, BuildErr
             ctx.side(prog.side(side), &mut out)?;
         }
         for p in members {
-            from_map.push(format!("\"{}\" : goto t{t}_out", p.port));
-            to_map.push(format!("\"{}\" : goto t{t}_in", p.port));
+            plan.from_guest.insert(p.port.clone(), format!("{group}_out"));
+            plan.to_guest.insert(p.port.clone(), format!("{group}_in"));
         }
-        summary.push(format!(
-            "# t{t}: filter {key}{}: {}",
+        plan.summary.push(format!(
+            "# {group}: filter {key}{}: {}",
             if shared { "" } else { " (own chains: its variables cannot be shared)" },
             members.iter().map(|p| p.port.as_str()).collect::<Vec<_>>().join(" ")
         ));
     }
+    plan.chains = out.chains.into_iter().collect();
+    plan.sets = out
+        .sets
+        .into_iter()
+        .map(|s| {
+            (
+                s.name,
+                PlannedSet { typeof_: s.typeof_, interval: s.interval, elements: s.elements.into_iter().collect() },
+            )
+        })
+        .collect();
+    plan.same_byte = out.needs_same_byte;
+    plan.uses_related = out.uses_related;
+    Ok(plan)
+}
 
-    let mut s = String::new();
-    let _ = writeln!(s, "# guestwall ruleset: {} port(s), {} filter program(s)", ports.len(), groups.len());
-    let _ = writeln!(s, "# {}", features.describe());
-    for l in &summary {
-        let _ = writeln!(s, "{l}");
+/// The whole ruleset for these ports, as one nft script that replaces
+/// guestwall's tables atomically (`nft -f`), and nothing else.
+pub fn build(ports: &[PortInput], features: Features) -> Result<String, BuildError> {
+    plan(ports, features).map(|p| p.render_full())
+}
+
+fn set_body(s: &mut String, set: &PlannedSet, indent: &str) {
+    let _ = writeln!(s, "{indent}  typeof {}", set.typeof_);
+    if set.interval {
+        let _ = writeln!(s, "{indent}  flags interval");
     }
-    // Creating the table first makes the delete valid on an empty host; both
-    // happen in this one transaction with the new contents.
-    let _ = writeln!(s, "table bridge {TABLE}\ndelete table bridge {TABLE}\ntable bridge {TABLE} {{");
-    if out.needs_same_byte {
-        let pairs: Vec<String> = (0..=255).map(|b| format!("{b} . {b}")).collect();
+    if !set.elements.is_empty() {
+        let _ =
+            writeln!(s, "{indent}  elements = {{ {} }}", set.elements.iter().cloned().collect::<Vec<_>>().join(", "));
+    }
+}
+
+fn map_elements(m: &BTreeMap<String, String>) -> Vec<String> {
+    m.iter().map(|(port, chain)| format!("\"{port}\" : goto {chain}")).collect()
+}
+
+/// Chains in an order in which each is deleted before the chains it jumps to.
+fn deletion_order(names: Vec<&String>) -> Vec<&String> {
+    let rank = |n: &str| {
+        if n.ends_with("_ip") {
+            2
+        } else if n.rsplit('_').next().is_some_and(|l| l.starts_with('c') && l[1..].bytes().all(|b| b.is_ascii_digit()))
+        {
+            1
+        } else {
+            0
+        }
+    };
+    let mut v = names;
+    v.sort_by_key(|n| rank(n));
+    v
+}
+
+impl Plan {
+    /// The script that replaces guestwall's tables with this plan.
+    pub fn render_full(&self) -> String {
+        let mut s = String::new();
         let _ = writeln!(
             s,
-            "  set same_byte {{\n    typeof @nh,112,8 . @nh,192,8\n    elements = {{ {} }}\n  }}",
-            pairs.join(", ")
+            "# guestwall ruleset: {} port(s), {} filter program(s)",
+            self.from_guest.len(),
+            self.summary.len()
         );
-    }
-    for set in &out.sets {
-        let _ = writeln!(s, "  set {} {{\n    typeof {}", set.name, set.typeof_);
-        if set.interval {
-            let _ = writeln!(s, "    flags interval");
+        let _ = writeln!(s, "# {}", self.features.describe());
+        for l in &self.summary {
+            let _ = writeln!(s, "{l}");
         }
-        if !set.elements.is_empty() {
-            let _ = writeln!(s, "    elements = {{ {} }}", set.elements.join(", "));
+        // Creating the table first makes the delete valid on an empty host;
+        // both happen in this one transaction with the new contents.
+        let _ = writeln!(s, "table bridge {TABLE}\ndelete table bridge {TABLE}\ntable bridge {TABLE} {{");
+        if self.same_byte {
+            let pairs: Vec<String> = (0..=255).map(|b| format!("{b} . {b}")).collect();
+            let _ = writeln!(
+                s,
+                "  set same_byte {{\n    typeof @nh,112,8 . @nh,192,8\n    elements = {{ {} }}\n  }}",
+                pairs.join(", ")
+            );
         }
-        let _ = writeln!(s, "  }}");
-    }
-    for (name, elems) in [("from_guest", &from_map), ("to_guest", &to_map)] {
-        let _ = writeln!(s, "  map {name} {{\n    typeof iifname : verdict");
-        if !elems.is_empty() {
-            let _ = writeln!(s, "    elements = {{ {} }}", elems.join(", "));
+        for (name, set) in &self.sets {
+            let _ = writeln!(s, "  set {name} {{");
+            set_body(&mut s, set, "  ");
+            let _ = writeln!(s, "  }}");
         }
-        let _ = writeln!(s, "  }}");
-    }
-    for (name, lines) in &out.chains {
-        let _ = writeln!(s, "  chain {name} {{");
-        for l in lines {
-            let _ = writeln!(s, "    {l}");
+        for (name, m) in [("from_guest", &self.from_guest), ("to_guest", &self.to_guest)] {
+            let _ = writeln!(s, "  map {name} {{\n    typeof iifname : verdict");
+            if !m.is_empty() {
+                let _ = writeln!(s, "    elements = {{ {} }}", map_elements(m).join(", "));
+            }
+            let _ = writeln!(s, "  }}");
         }
-        let _ = writeln!(s, "  }}");
+        for (name, lines) in &self.chains {
+            let _ = writeln!(s, "  chain {name} {{");
+            for l in lines {
+                let _ = writeln!(s, "    {l}");
+            }
+            let _ = writeln!(s, "  }}");
+        }
+        // After br_netfilter (priority 0) so the inet hooks have run: conntrack
+        // state is known and, without bridge conntrack, copied into the mark.
+        let _ = writeln!(
+            s,
+            "  chain prerouting {{\n    type filter hook prerouting priority 200; policy accept;\n    iifname vmap @from_guest\n  }}"
+        );
+        let _ = writeln!(
+            s,
+            "  chain postrouting {{\n    type filter hook postrouting priority 200; policy accept;\n    oifname vmap @to_guest\n  }}"
+        );
+        let _ = writeln!(s, "}}");
+        self.render_inet(&mut s);
+        s
     }
-    // After br_netfilter (priority 0) so the inet hooks have run: conntrack
-    // state is known and, without bridge conntrack, copied into the mark.
-    let _ = writeln!(
-        s,
-        "  chain prerouting {{\n    type filter hook prerouting priority 200; policy accept;\n    iifname vmap @from_guest\n  }}"
-    );
-    let _ = writeln!(
-        s,
-        "  chain postrouting {{\n    type filter hook postrouting priority 200; policy accept;\n    oifname vmap @to_guest\n  }}"
-    );
-    let _ = writeln!(s, "}}");
 
-    let _ = writeln!(s, "table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{");
-    // Kernels do not attach conntrack helpers by themselves any more; a
-    // filter using RELATED (active FTP) needs the FTP helper.
-    if out.uses_related {
-        let _ = writeln!(s, "  ct helper ftp {{\n    type \"ftp\" protocol tcp\n  }}");
-    }
-    for (hook, name) in [("prerouting", "state_in"), ("output", "state_local")] {
-        let _ = writeln!(s, "  chain {name} {{\n    type filter hook {hook} priority -150; policy accept;");
-        if out.uses_related {
-            let _ = writeln!(s, "    ct state new tcp dport 21 ct helper set \"ftp\"");
+    fn render_inet(&self, s: &mut String) {
+        let _ = writeln!(s, "table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{");
+        // Kernels do not attach conntrack helpers by themselves any more; a
+        // filter using RELATED (active FTP) needs the FTP helper.
+        if self.uses_related {
+            let _ = writeln!(s, "  ct helper ftp {{\n    type \"ftp\" protocol tcp\n  }}");
         }
-        if features.state == StateSource::BrNetfilterMark {
-            let keep = !MARK_MASK;
-            let _ = writeln!(s, "    meta mark set meta mark & {keep:#010x}");
-            for (st, bit) in [
-                ("new", MARK_NEW),
-                ("untracked", MARK_NEW),
-                ("established", MARK_ESTABLISHED),
-                ("related", MARK_RELATED),
-                ("invalid", MARK_INVALID),
-            ] {
-                let _ = writeln!(s, "    ct state {st} meta mark set meta mark | {bit:#010x}");
+        for (hook, name) in [("prerouting", "state_in"), ("output", "state_local")] {
+            let _ = writeln!(s, "  chain {name} {{\n    type filter hook {hook} priority -150; policy accept;");
+            if self.uses_related {
+                let _ = writeln!(s, "    ct state new tcp dport 21 ct helper set \"ftp\"");
+            }
+            if self.features.state == StateSource::BrNetfilterMark {
+                let keep = !MARK_MASK;
+                let _ = writeln!(s, "    meta mark set meta mark & {keep:#010x}");
+                for (st, bit) in [
+                    ("new", MARK_NEW),
+                    ("untracked", MARK_NEW),
+                    ("established", MARK_ESTABLISHED),
+                    ("related", MARK_RELATED),
+                    ("invalid", MARK_INVALID),
+                ] {
+                    let _ = writeln!(s, "    ct state {st} meta mark set meta mark | {bit:#010x}");
+                }
+            }
+            let _ = writeln!(s, "  }}");
+        }
+        let _ = writeln!(s, "}}");
+    }
+
+    /// A transaction that turns `old` (what is loaded) into this plan,
+    /// touching only what differs: set and map elements of ports that came,
+    /// went or changed, and the chains of filters that changed. Falls back
+    /// to a full replacement when the table-wide parts differ. Empty when
+    /// nothing changed.
+    pub fn render_update(&self, old: &Plan) -> String {
+        if self.features != old.features || self.same_byte != old.same_byte || self.uses_related != old.uses_related {
+            return self.render_full();
+        }
+        let t = format!("bridge {TABLE}");
+        let mut s = String::new();
+        for (name, set) in &self.sets {
+            if !old.sets.contains_key(name) {
+                let _ = writeln!(s, "add set {t} {name} {{");
+                set_body(&mut s, set, "");
+                let _ = writeln!(s, "}}");
             }
         }
-        let _ = writeln!(s, "  }}");
+        for name in self.chains.keys() {
+            if !old.chains.contains_key(name) {
+                let _ = writeln!(s, "add chain {t} {name}");
+            }
+        }
+        for (name, lines) in &self.chains {
+            match old.chains.get(name) {
+                Some(o) if o == lines => continue,
+                Some(_) => {
+                    let _ = writeln!(s, "flush chain {t} {name}");
+                }
+                None => {}
+            }
+            for l in lines {
+                let _ = writeln!(s, "add rule {t} {name} {l}");
+            }
+        }
+        for (name, set) in &self.sets {
+            if let Some(o) = old.sets.get(name) {
+                let gone: Vec<&String> = o.elements.difference(&set.elements).collect();
+                let new: Vec<&String> = set.elements.difference(&o.elements).collect();
+                if !gone.is_empty() {
+                    let g: Vec<&str> = gone.iter().map(|x| x.as_str()).collect();
+                    let _ = writeln!(s, "delete element {t} {name} {{ {} }}", g.join(", "));
+                }
+                if !new.is_empty() {
+                    let n: Vec<&str> = new.iter().map(|x| x.as_str()).collect();
+                    let _ = writeln!(s, "add element {t} {name} {{ {} }}", n.join(", "));
+                }
+            }
+        }
+        for (map, new, oldm) in
+            [("from_guest", &self.from_guest, &old.from_guest), ("to_guest", &self.to_guest, &old.to_guest)]
+        {
+            let gone: Vec<String> = oldm
+                .iter()
+                .filter(|(p, c)| new.get(*p) != Some(*c))
+                .map(|(p, c)| format!("\"{p}\" : goto {c}"))
+                .collect();
+            let added: Vec<String> = new
+                .iter()
+                .filter(|(p, c)| oldm.get(*p) != Some(*c))
+                .map(|(p, c)| format!("\"{p}\" : goto {c}"))
+                .collect();
+            // A port moving to another filter is deleted and re-added in the
+            // same transaction: it is never unfiltered.
+            if !gone.is_empty() {
+                let _ = writeln!(s, "delete element {t} {map} {{ {} }}", gone.join(", "));
+            }
+            if !added.is_empty() {
+                let _ = writeln!(s, "add element {t} {map} {{ {} }}", added.join(", "));
+            }
+        }
+        let stale: Vec<&String> = old.chains.keys().filter(|n| !self.chains.contains_key(*n)).collect();
+        // Stale chains may still jump to each other: empty them all first.
+        for name in &stale {
+            let _ = writeln!(s, "flush chain {t} {name}");
+        }
+        for name in deletion_order(stale) {
+            let _ = writeln!(s, "delete chain {t} {name}");
+        }
+        for name in old.sets.keys() {
+            if !self.sets.contains_key(name) {
+                let _ = writeln!(s, "delete set {t} {name}");
+            }
+        }
+        s
     }
-    let _ = writeln!(s, "}}");
-    Ok(s)
 }
