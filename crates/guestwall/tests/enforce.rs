@@ -372,3 +372,63 @@ fn bad_bindings_change_nothing() {
     // and the port is still filtered
     assert!(t.ping(&g1.ns, &t.peer.ip.clone()));
 }
+
+/// A filter that accepts ICMPv6 lets the guest do neighbour discovery, which
+/// conntrack leaves untracked (libvirt's automatic state match drops it).
+#[test]
+fn icmpv6_filter_allows_neighbour_discovery() {
+    let t = TestHost::new(1);
+    let (g1, peer) = (t.guest(1).clone(), t.peer.clone());
+    for (ns, ip) in [(&g1.ns, "2001:db8::1/64"), (&peer.ns, "2001:db8::9/64")] {
+        let o = t.exec(ns, &["ip", "-6", "addr", "add", ip, "dev", "eth0", "nodad"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    t.filter(
+        "v6.xml",
+        "<filter name='icmpv6-only'>
+  <rule action='accept' direction='out'><icmpv6/></rule>
+  <rule action='drop' direction='inout'><all-ipv6/></rule>
+</filter>
+",
+    );
+    let b = t.binding(1, "icmpv6-only", &[]);
+    apply(&t, &["--filter-dir", &t.filter_dir(), b.to_str().expect("p")]);
+    let rs = t.ruleset();
+    let ping6 = |ns: &str, ip: &str| t.exec(ns, &["ping", "-6", "-c", "1", "-W", "2", "-q", ip]).status.success();
+    assert!(ping6(&g1.ns, "2001:db8::9"), "the guest could not resolve and ping its peer over IPv6\n{rs}");
+    assert!(!ping6(&peer.ns, "2001:db8::1"), "ping in passed: only the guest may start ICMPv6\n{rs}");
+}
+
+/// A frame that falls off the end of a protocol sub-chain returns to the
+/// root chain (as documented), where a later drop still sees it: a rogue
+/// DHCP offer does not slip through allow-dhcp-server.
+#[test]
+fn subchain_end_returns_to_root() {
+    let t = TestHost::new(1);
+    let (g1, peer) = (t.guest(1).clone(), t.peer.clone());
+    t.filter(
+        "dhcp-only.xml",
+        "<filter name='dhcp-only'>
+  <filterref filter='allow-dhcp-server'/>
+  <rule action='drop' direction='inout' priority='1000'/>
+</filter>
+",
+    );
+    let b = t.binding(1, "dhcp-only", &[("DHCPSERVER", "192.0.2.254")]);
+    apply(&t, &["--filter-dir", &t.filter_dir(), b.to_str().expect("p")]);
+    let offer = |src: &str, tag: &str| {
+        format!(
+            "Ether(src='{}', dst='{}')/IP(src='{src}', dst='{}')/UDP(sport=67, dport=68)/Raw(b'{tag}')",
+            peer.mac, g1.mac, g1.ip
+        )
+    };
+    let rs = t.ruleset();
+    assert!(
+        t.frame_arrives(&peer.ns, &offer("192.0.2.254", "trusted"), &g1.ns, &tagged("trusted")),
+        "trusted offer\n{rs}"
+    );
+    assert!(
+        !t.frame_arrives(&peer.ns, &offer("192.0.2.9", "rogue"), &g1.ns, &tagged("rogue")),
+        "rogue offer passed\n{rs}"
+    );
+}

@@ -1,7 +1,6 @@
 //! Which rule decides a packet, and what it decides.
 
 use crate::{Cond, IrRule, L2Item, Sel, SideProgram, Test};
-use gw_model::value::state;
 use gw_model::{Action, MacAddr, Value};
 use gw_resolve::Origin;
 use serde::{Deserialize, Serialize};
@@ -230,10 +229,10 @@ fn test(c: &Cond, p: &Packet) -> Option<bool> {
             }
         }
         Sel::CtState => match c.test {
-            // Untracked packets (IPv6 neighbour discovery, for one) can have
-            // no replies; they count as NEW so a filter that accepts ICMPv6
-            // lets them through.
-            Test::States(bits) => Some(p.ip.is_some() && ((if p.ct == 0 { state::NEW } else { p.ct }) & bits) != 0),
+            // ct 0 on an IP packet: untracked (see crate::UNTRACKED).
+            Test::States(bits) => {
+                Some(p.ip.is_some() && ((if p.ct == 0 { crate::UNTRACKED } else { p.ct }) & bits) != 0)
+            }
             _ => None,
         },
         Sel::Stp { offset, len } => {

@@ -205,5 +205,12 @@ impl PortProgram {
     }
 }
 
+/// A state bit for packets conntrack leaves untracked (IPv6 neighbour
+/// discovery, for one), next to `gw_model::value::state`'s bits. They have
+/// no connection whose state could be checked, so guestwall lets them pass
+/// the automatic state match on both sides, and counts them as NEW for an
+/// explicit `state` list (libvirt matches them nowhere).
+pub const UNTRACKED: u8 = 1 << 6;
+
 /// The destination MAC of STP BPDUs (IEEE 802.1D bridge group address).
 pub const STP_BGA: [u8; 6] = [0x01, 0x80, 0xc2, 0x00, 0x00, 0x00];

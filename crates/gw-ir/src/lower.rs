@@ -194,7 +194,12 @@ fn conditions(rr: &ResolvedRule, m: &ProtocolMatch) -> Result<Vec<Cond>, LowerEr
                 // means no state match at all.
                 if let Value::State(bits) = value {
                     if bits & state::NONE == 0 {
-                        conds.push(Cond { sel: Sel::CtState, test: Test::States(*bits), negated: *negated });
+                        let untracked = if bits & state::NEW != 0 { crate::UNTRACKED } else { 0 };
+                        conds.push(Cond {
+                            sel: Sel::CtState,
+                            test: Test::States(*bits | untracked),
+                            negated: *negated,
+                        });
                     }
                 }
                 continue;
@@ -298,7 +303,7 @@ fn ip_rule(rr: &ResolvedRule, side: Side) -> Result<Option<IrRule>, LowerError> 
     let mut conds = if own { conds } else { reverse(&conds, true) };
     let stateful = rr.rule.action == Action::Accept && rr.rule.statematch && !explicit_state && d != Direction::Inout;
     if stateful {
-        let bits = if own { state::NEW | state::ESTABLISHED } else { state::ESTABLISHED };
+        let bits = crate::UNTRACKED | if own { state::NEW | state::ESTABLISHED } else { state::ESTABLISHED };
         conds.push(Cond { sel: Sel::CtState, test: Test::States(bits), negated: false });
     }
     Ok(Some(ir_rule(rr, conds, !own)))

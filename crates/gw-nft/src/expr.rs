@@ -17,8 +17,10 @@ pub enum StateSource {
 }
 
 /// Mark bits guestwall uses to carry conntrack state (other bits are left alone).
-pub const MARK_MASK: u32 = 0x0f00_0000;
-/// Mark bit: NEW (and untracked).
+pub const MARK_MASK: u32 = 0x1f00_0000;
+/// Mark bit: untracked.
+pub const MARK_UNTRACKED: u32 = 0x1000_0000;
+/// Mark bit: NEW.
 pub const MARK_NEW: u32 = 0x0100_0000;
 /// Mark bit: ESTABLISHED.
 pub const MARK_ESTABLISHED: u32 = 0x0200_0000;
@@ -114,7 +116,8 @@ fn ct_names(bits: u8) -> Vec<&'static str> {
     let mut out = Vec::new();
     if bits & state::NEW != 0 {
         out.push("new");
-        // Untracked packets cannot have replies; they count as NEW (see gw-ir).
+    }
+    if bits & gw_ir::UNTRACKED != 0 {
         out.push("untracked");
     }
     if bits & state::ESTABLISHED != 0 {
@@ -143,6 +146,9 @@ pub fn mark_bits(bits: u8) -> u32 {
     }
     if bits & state::INVALID != 0 {
         m |= MARK_INVALID;
+    }
+    if bits & gw_ir::UNTRACKED != 0 {
+        m |= MARK_UNTRACKED;
     }
     m
 }

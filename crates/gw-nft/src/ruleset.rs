@@ -19,7 +19,7 @@
 //! works.
 
 use crate::expr::{cond, element, has_var, selector, settable, ExprError, StateSource};
-use crate::expr::{MARK_ESTABLISHED, MARK_INVALID, MARK_MASK, MARK_NEW, MARK_RELATED};
+use crate::expr::{MARK_ESTABLISHED, MARK_INVALID, MARK_MASK, MARK_NEW, MARK_RELATED, MARK_UNTRACKED};
 use gw_ir::{IrRule, L2Item, PortProgram, Sel, Side, SideProgram, Test};
 use gw_model::value::state;
 use gw_model::{Action, Value};
@@ -44,7 +44,7 @@ impl Features {
         let st = match self.state {
             StateSource::BridgeConntrack => "stateful filtering via bridge-family conntrack (nf_conntrack_bridge)",
             StateSource::BrNetfilterMark => {
-                "stateful filtering via br_netfilter (no nf_conntrack_bridge): conntrack state carried in mark bits 0x0f000000"
+                "stateful filtering via br_netfilter (no nf_conntrack_bridge): conntrack state carried in mark bits 0x1f000000"
             }
         };
         let rj = if self.bridge_reject {
@@ -538,7 +538,7 @@ impl Plan {
                 let _ = writeln!(s, "    meta mark set meta mark & {keep:#010x}");
                 for (st, bit) in [
                     ("new", MARK_NEW),
-                    ("untracked", MARK_NEW),
+                    ("untracked", MARK_UNTRACKED),
                     ("established", MARK_ESTABLISHED),
                     ("related", MARK_RELATED),
                     ("invalid", MARK_INVALID),
