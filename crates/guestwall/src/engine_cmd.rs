@@ -107,6 +107,7 @@ fn ruleset(args: &EngineArgs) -> Result<Option<(String, Features)>> {
                 port: b.portdev.clone(),
                 key: b.filterref.filter.clone(),
                 template: bound.template,
+                routed: gw_nft::port_is_routed(&b.portdev),
                 concrete: bound.concrete,
             }),
             Err(e) => {

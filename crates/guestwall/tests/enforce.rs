@@ -432,3 +432,29 @@ fn subchain_end_returns_to_root() {
         "rogue offer passed\n{rs}"
     );
 }
+
+/// A routed tap (no bridge) is filtered in the inet family on the tap.
+#[test]
+fn routed_tap_is_filtered_on_the_tap() {
+    let t = TestHost::new_routed();
+    let (g1, peer) = (t.guest(1).clone(), t.peer.clone());
+    let b = t.binding(1, "clean-traffic", &[("IP", &g1.ip)]);
+    apply(&t, &[b.to_str().expect("p")]);
+    let rs = t.ruleset();
+    assert!(rs.contains("routed_from_guest") && rs.contains("\"v1\" : goto r_clean_traffic"), "v1 not routed\n{rs}");
+    assert!(t.ping(&g1.ns, &peer.ip), "g1 -> peer through the router\n{rs}");
+    assert!(t.ping(&peer.ns, &g1.ip), "peer -> g1 (incoming IPv4 is accepted)\n{rs}");
+    let gw = t.host_mac("v1");
+    let udp = |src_mac: &str, src_ip: &str, tag: &str| {
+        format!("Ether(src='{src_mac}', dst='{gw}')/IP(src='{src_ip}', dst='{}')/UDP(dport=9)/Raw(b'{tag}')", peer.ip)
+    };
+    assert!(t.frame_arrives(&g1.ns, &udp(&g1.mac, &g1.ip, "routed-ok"), &peer.ns, &tagged("routed-ok")), "legit\n{rs}");
+    assert!(
+        !t.frame_arrives(&g1.ns, &udp(&g1.mac, "198.51.100.50", "routed-ip"), &peer.ns, &tagged("routed-ip")),
+        "spoofed IP passed\n{rs}"
+    );
+    assert!(
+        !t.frame_arrives(&g1.ns, &udp("52:54:00:00:00:77", &g1.ip, "routed-mac"), &peer.ns, &tagged("routed-mac")),
+        "spoofed MAC passed\n{rs}"
+    );
+}

@@ -74,3 +74,11 @@ pub fn enable_bridge_nf_call() -> std::io::Result<Vec<String>> {
     }
     Ok(changed)
 }
+
+/// Whether a port is a routed tap: the interface exists and is not a
+/// bridge port. A port that does not exist yet counts as bridged (its
+/// bridge-family map entries are harmless until it appears).
+pub fn port_is_routed(port: &str) -> bool {
+    let dev = std::path::Path::new("/sys/class/net").join(port);
+    dev.exists() && !dev.join("brport").exists()
+}

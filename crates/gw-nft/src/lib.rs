@@ -9,6 +9,6 @@ pub mod client;
 pub mod expr;
 pub mod ruleset;
 
-pub use client::{enable_bridge_nf_call, probe, run_nft, NftError};
+pub use client::{enable_bridge_nf_call, port_is_routed, probe, run_nft, NftError};
 pub use expr::StateSource;
 pub use ruleset::{build, plan, BuildError, Features, Plan, PortInput, TABLE};

@@ -67,6 +67,9 @@ pub struct PortInput {
     pub template: PortProgram,
     /// This port's program with its values.
     pub concrete: PortProgram,
+    /// The port is a routed tap (not a bridge port): it is filtered in the
+    /// inet family on the tap itself.
+    pub routed: bool,
 }
 
 /// Why a ruleset could not be built.
@@ -99,6 +102,7 @@ struct SetDef {
 }
 
 struct Out {
+    skipped: usize,
     chains: Vec<(String, Vec<String>)>,
     sets: Vec<SetDef>,
     needs_same_byte: bool,
@@ -137,6 +141,43 @@ struct Ctx<'a> {
     /// the chains are a single port's own (all values constant).
     ports: &'a [(&'a str, &'a PortProgram)],
     port_for_errors: &'a str,
+    /// Rendering for routed ports, in the inet family on the tap itself.
+    routed: bool,
+}
+
+/// What a condition becomes on a routed port (inet family): `Some(text)` to
+/// use instead, `None` when no frame on such a port can match it.
+fn routed_cond(c: &gw_ir::Cond, side: Side) -> Option<Option<String>> {
+    let num = |v: &Value| match v {
+        Value::Num { value, .. } => Some(*value),
+        _ => None,
+    };
+    match (c.sel, &c.test) {
+        (Sel::EtherType, Test::Eq(v)) => {
+            let family = match num(v) {
+                Some(0x0800) => "ipv4",
+                Some(0x86dd) => "ipv6",
+                // Only IP reaches the inet hooks: other ethertypes never do.
+                _ => return Some(if c.negated { Some(String::new()) } else { None }),
+            };
+            Some(Some(format!("meta nfproto {}{family}", if c.negated { "!= " } else { "" })))
+        }
+        (Sel::VlanId | Sel::VlanType | Sel::Stp { .. }, _) => Some(None),
+        (
+            Sel::ArpHtype
+            | Sel::ArpPtype
+            | Sel::ArpOp
+            | Sel::ArpSha
+            | Sel::ArpTha
+            | Sel::ArpSpa
+            | Sel::ArpTpa
+            | Sel::ArpGratuitous,
+            _,
+        ) => Some(None),
+        // Sent to a routed guest, a packet has no Ethernet header yet.
+        (Sel::EtherSrc | Sel::EtherDst, _) if side == Side::ToGuest => Some(None),
+        _ => None,
+    }
 }
 
 impl Ctx<'_> {
@@ -146,7 +187,7 @@ impl Ctx<'_> {
 
     /// The matching part of a rule: constants written out, variables looked
     /// up in a per-port set.
-    fn matches(&self, r: &IrRule, layer: Layer, out: &mut Out) -> Result<String, BuildError> {
+    fn matches(&self, r: &IrRule, layer: Layer, out: &mut Out) -> Result<Option<String>, BuildError> {
         let err = |e: ExprError| BuildError::Rule {
             port: self.port_for_errors.to_string(),
             filter: r.origin.filter.clone(),
@@ -168,7 +209,20 @@ impl Ctx<'_> {
                     out.uses_related = true;
                 }
             }
-            parts.push(cond(c, v6, self.states).map_err(err)?);
+            if self.routed {
+                match routed_cond(c, self.side) {
+                    Some(Some(text)) => {
+                        if !text.is_empty() {
+                            parts.push(text);
+                        }
+                        continue;
+                    }
+                    Some(None) => return Ok(None),
+                    None => {}
+                }
+            }
+            let states = if self.routed { StateSource::BridgeConntrack } else { self.states };
+            parts.push(cond(c, v6, states).map_err(err)?);
         }
         if !var_idx.is_empty() {
             let key_sel = match self.side {
@@ -206,7 +260,7 @@ impl Ctx<'_> {
             parts.push(format!("{} @{name}", typeof_.join(" . ")));
             out.sets.push(SetDef { name, typeof_: typeof_s, interval, elements });
         }
-        Ok(parts.join(" "))
+        Ok(Some(parts.join(" ")))
     }
 
     fn verdict(&self, a: Action, layer: Layer, in_sub: bool) -> String {
@@ -224,8 +278,11 @@ impl Ctx<'_> {
         }
     }
 
-    fn rule_line(&self, r: &IrRule, layer: Layer, in_sub: bool, out: &mut Out) -> Result<String, BuildError> {
-        let m = self.matches(r, layer, out)?;
+    fn rule_line(&self, r: &IrRule, layer: Layer, in_sub: bool, out: &mut Out) -> Result<Option<String>, BuildError> {
+        let Some(m) = self.matches(r, layer, out)? else {
+            out.skipped += 1;
+            return Ok(None);
+        };
         let v = self.verdict(r.action, layer, in_sub);
         let mut line = String::new();
         for p in [m.as_str(), "counter", v.as_str()] {
@@ -237,7 +294,7 @@ impl Ctx<'_> {
             }
         }
         line.push_str(&comment(r));
-        Ok(line)
+        Ok(Some(line))
     }
 
     fn side(&self, p: &SideProgram, out: &mut Out) -> Result<(), BuildError> {
@@ -245,17 +302,25 @@ impl Ctx<'_> {
         let mut root = Vec::new();
         for item in &p.root {
             match item {
-                L2Item::Rule(r) => root.push(self.rule_line(r, Layer::L2, false, out)?),
+                L2Item::Rule(r) => root.extend(self.rule_line(r, Layer::L2, false, out)?),
                 L2Item::Jump { chain, guard } => {
-                    let g: Vec<String> =
-                        guard.iter().map(|c| cond(c, false, self.states)).collect::<Result<_, _>>().map_err(|e| {
-                            BuildError::Rule {
+                    let mut g: Vec<String> = Vec::new();
+                    let mut impossible = false;
+                    for c in guard {
+                        match if self.routed { routed_cond(c, self.side) } else { None } {
+                            Some(Some(t)) => g.push(t),
+                            Some(None) => impossible = true,
+                            None => g.push(cond(c, false, self.states).map_err(|e| BuildError::Rule {
                                 port: self.port_for_errors.into(),
                                 filter: String::new(),
                                 entry: 0,
                                 source: e,
-                            }
-                        })?;
+                            })?),
+                        }
+                    }
+                    if impossible {
+                        continue;
+                    }
                     let name = p.chains.get(*chain).map(|c| c.name.as_str()).unwrap_or("");
                     let mut line = g.join(" ");
                     if !line.is_empty() {
@@ -271,13 +336,13 @@ impl Ctx<'_> {
         for (i, c) in p.chains.iter().enumerate() {
             let mut lines = Vec::new();
             for r in &c.rules {
-                lines.push(self.rule_line(r, Layer::L2, true, out)?);
+                lines.extend(self.rule_line(r, Layer::L2, true, out)?);
             }
             out.chains.push((format!("{pre}_c{i}"), lines));
         }
         let mut ip = Vec::new();
         for r in &p.ip {
-            ip.push(self.rule_line(r, Layer::Ip, false, out)?);
+            ip.extend(self.rule_line(r, Layer::Ip, false, out)?);
         }
         ip.push("accept".into());
         out.chains.push((format!("{pre}_ip"), ip));
@@ -320,7 +385,7 @@ fn fnv(s: &str) -> u32 {
 /// The chain-name prefix of a group of ports sharing chains: readable, and
 /// stable whatever other filters are bound, so an update touches only what
 /// changed.
-fn group_name(key: &str, own: Option<&str>) -> String {
+fn group_name(key: &str, own: Option<&str>, routed: bool) -> String {
     let full = match own {
         Some(p) => format!("{key}\u{0}{p}"),
         None => key.to_string(),
@@ -331,7 +396,7 @@ fn group_name(key: &str, own: Option<&str>) -> String {
         readable.push('_');
         readable.extend(p.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }));
     }
-    format!("f_{readable}_{:08x}", fnv(&full))
+    format!("{}_{readable}_{:08x}", if routed { "r" } else { "f" }, fnv(&full))
 }
 
 /// A set of per-port values, as planned.
@@ -355,6 +420,18 @@ pub struct Plan {
     chains: BTreeMap<String, Vec<String>>,
     same_byte: bool,
     uses_related: bool,
+    /// Routed ports, in `table inet guestwall`.
+    routed: RoutedPlan,
+}
+
+/// The routed ports' part of a plan: chains, sets and maps in the inet table.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct RoutedPlan {
+    sets: BTreeMap<String, PlannedSet>,
+    from_guest: BTreeMap<String, String>,
+    to_guest: BTreeMap<String, String>,
+    chains: BTreeMap<String, Vec<String>>,
+    skipped: usize,
 }
 
 /// Plans the ruleset for these ports.
@@ -365,13 +442,17 @@ pub fn plan(ports: &[PortInput], features: Features) -> Result<Plan, BuildError>
             return Err(BuildError::DuplicatePort(p.port.clone()));
         }
     }
-    // Group ports by filter; a filter that cannot share gets one group per port.
-    let mut groups: BTreeMap<(String, Option<String>), Vec<&PortInput>> = BTreeMap::new();
+    // Group ports by filter; a filter that cannot share gets one group per
+    // port; routed ports get their own groups in the inet family.
+    let mut groups: BTreeMap<(bool, String, Option<String>), Vec<&PortInput>> = BTreeMap::new();
     for p in ports {
         let own = if shareable(&p.template) { None } else { Some(p.port.clone()) };
-        groups.entry((p.key.clone(), own)).or_default().push(p);
+        groups.entry((p.routed, p.key.clone(), own)).or_default().push(p);
     }
-    let mut out = Out { chains: Vec::new(), sets: Vec::new(), needs_same_byte: false, uses_related: false };
+    let new_out =
+        || Out { skipped: 0, chains: Vec::new(), sets: Vec::new(), needs_same_byte: false, uses_related: false };
+    let mut out = new_out();
+    let mut rout = new_out();
     let mut plan = Plan {
         features,
         summary: Vec::new(),
@@ -381,10 +462,11 @@ pub fn plan(ports: &[PortInput], features: Features) -> Result<Plan, BuildError>
         chains: BTreeMap::new(),
         same_byte: false,
         uses_related: false,
+        routed: RoutedPlan::default(),
     };
-    for ((key, own), members) in &groups {
+    for ((routed, key, own), members) in &groups {
         let shared = own.is_none();
-        let group = group_name(key, own.as_deref());
+        let group = group_name(key, own.as_deref(), *routed);
         let pairs: Vec<(&str, &PortProgram)> = members.iter().map(|p| (p.port.as_str(), &p.concrete)).collect();
         let prog = if shared { &members[0].template } else { &members[0].concrete };
         for side in Side::BOTH {
@@ -392,35 +474,52 @@ pub fn plan(ports: &[PortInput], features: Features) -> Result<Plan, BuildError>
                 group: &group,
                 side,
                 states: features.state,
-                bridge_reject: features.bridge_reject,
+                bridge_reject: features.bridge_reject && !routed,
                 ports: if shared { &pairs } else { &[] },
                 port_for_errors: members[0].port.as_str(),
+                routed: *routed,
             };
-            ctx.side(prog.side(side), &mut out)?;
+            ctx.side(prog.side(side), if *routed { &mut rout } else { &mut out })?;
         }
+        let (from, to) = if *routed {
+            (&mut plan.routed.from_guest, &mut plan.routed.to_guest)
+        } else {
+            (&mut plan.from_guest, &mut plan.to_guest)
+        };
         for p in members {
-            plan.from_guest.insert(p.port.clone(), format!("{group}_out"));
-            plan.to_guest.insert(p.port.clone(), format!("{group}_in"));
+            from.insert(p.port.clone(), format!("{group}_out"));
+            to.insert(p.port.clone(), format!("{group}_in"));
         }
         plan.summary.push(format!(
-            "# {group}: filter {key}{}: {}",
+            "# {group}: filter {key}{}{}: {}",
+            if *routed { " on routed ports" } else { "" },
             if shared { "" } else { " (own chains: its variables cannot be shared)" },
             members.iter().map(|p| p.port.as_str()).collect::<Vec<_>>().join(" ")
         ));
     }
+    let sets = |v: Vec<SetDef>| -> BTreeMap<String, PlannedSet> {
+        v.into_iter()
+            .map(|s| {
+                (
+                    s.name,
+                    PlannedSet { typeof_: s.typeof_, interval: s.interval, elements: s.elements.into_iter().collect() },
+                )
+            })
+            .collect()
+    };
+    if rout.skipped > 0 {
+        plan.summary.push(format!(
+            "# {} rule(s) match only Ethernet details routed ports do not have (ARP, VLAN, STP, MACs of packets to the guest) and are left out there",
+            rout.skipped
+        ));
+    }
     plan.chains = out.chains.into_iter().collect();
-    plan.sets = out
-        .sets
-        .into_iter()
-        .map(|s| {
-            (
-                s.name,
-                PlannedSet { typeof_: s.typeof_, interval: s.interval, elements: s.elements.into_iter().collect() },
-            )
-        })
-        .collect();
+    plan.sets = sets(out.sets);
+    plan.routed.chains = rout.chains.into_iter().collect();
+    plan.routed.sets = sets(rout.sets);
+    plan.routed.skipped = rout.skipped;
     plan.same_byte = out.needs_same_byte;
-    plan.uses_related = out.uses_related;
+    plan.uses_related = out.uses_related || rout.uses_related;
     Ok(plan)
 }
 
@@ -523,6 +622,35 @@ impl Plan {
 
     fn render_inet(&self, s: &mut String) {
         let _ = writeln!(s, "table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{");
+        let r = &self.routed;
+        for (name, set) in &r.sets {
+            let _ = writeln!(s, "  set {name} {{");
+            set_body(s, set, "  ");
+            let _ = writeln!(s, "  }}");
+        }
+        for (name, m) in [("routed_from_guest", &r.from_guest), ("routed_to_guest", &r.to_guest)] {
+            let _ = writeln!(s, "  map {name} {{\n    typeof iifname : verdict");
+            if !m.is_empty() {
+                let _ = writeln!(s, "    elements = {{ {} }}", map_elements(m).join(", "));
+            }
+            let _ = writeln!(s, "  }}");
+        }
+        for (name, lines) in &r.chains {
+            let _ = writeln!(s, "  chain {name} {{");
+            for l in lines {
+                let _ = writeln!(s, "    {l}");
+            }
+            let _ = writeln!(s, "  }}");
+        }
+        // Routed taps: after conntrack (-200), on the tap itself.
+        let _ = writeln!(
+            s,
+            "  chain routed_prerouting {{\n    type filter hook prerouting priority 0; policy accept;\n    iifname vmap @routed_from_guest\n  }}"
+        );
+        let _ = writeln!(
+            s,
+            "  chain routed_postrouting {{\n    type filter hook postrouting priority 0; policy accept;\n    oifname vmap @routed_to_guest\n  }}"
+        );
         // Kernels do not attach conntrack helpers by themselves any more; a
         // filter using RELATED (active FTP) needs the FTP helper.
         if self.uses_related {
@@ -557,7 +685,11 @@ impl Plan {
     /// to a full replacement when the table-wide parts differ. Empty when
     /// nothing changed.
     pub fn render_update(&self, old: &Plan) -> String {
-        if self.features != old.features || self.same_byte != old.same_byte || self.uses_related != old.uses_related {
+        if self.features != old.features
+            || self.same_byte != old.same_byte
+            || self.uses_related != old.uses_related
+            || self.routed != old.routed
+        {
             return self.render_full();
         }
         let t = format!("bridge {TABLE}");

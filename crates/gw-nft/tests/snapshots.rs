@@ -44,6 +44,7 @@ fn builtin_rulesets() {
                 key: name.to_string(),
                 template: bound.template,
                 concrete: bound.concrete,
+                routed: false,
             });
         }
         let f = Features { state: StateSource::BrNetfilterMark, bridge_reject: false };
@@ -72,9 +73,32 @@ fn bridge_conntrack_path_uses_ct_state() {
             key: "allow-dhcp".into(),
             template: bound.template,
             concrete: bound.concrete,
+            routed: false,
         },
-        PortInput { port: "vnet2".into(), key: "web".into(), template: bound2.template, concrete: bound2.concrete },
+        PortInput {
+            port: "vnet2".into(),
+            key: "web".into(),
+            template: bound2.template,
+            concrete: bound2.concrete,
+            routed: false,
+        },
     ];
     let f = Features { state: StateSource::BridgeConntrack, bridge_reject: true };
     insta::assert_snapshot!("bridge-conntrack", build(&inputs, f).expect("build"));
+}
+
+#[test]
+fn routed_port_uses_the_inet_family() {
+    let lib = Library::builtins().expect("built-ins");
+    let b = binding("tap0", "52:54:00:00:00:01", "clean-traffic", &[("IP", "198.51.100.2")]);
+    let bound = gw_ir::bind(&lib, &b).expect("bind");
+    let inputs = vec![PortInput {
+        port: "tap0".into(),
+        key: "clean-traffic".into(),
+        template: bound.template,
+        concrete: bound.concrete,
+        routed: true,
+    }];
+    let f = Features { state: StateSource::BrNetfilterMark, bridge_reject: false };
+    insta::assert_snapshot!("routed-clean-traffic", build(&inputs, f).expect("build"));
 }

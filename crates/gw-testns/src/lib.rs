@@ -126,6 +126,62 @@ impl TestHost {
         t
     }
 
+    /// A host that routes (no bridge): guest 1 on tap-like veth `v1`
+    /// (198.51.100.2/24, the host is .1) and the peer on `v9`
+    /// (203.0.113.2/24, the host is .1), with forwarding on.
+    pub fn new_routed() -> TestHost {
+        require_root();
+        let id = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let prefix = format!("gwr{}x{id}", std::process::id());
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        let host = format!("{prefix}-h");
+        let mut t = TestHost {
+            host: host.clone(),
+            guests: Vec::new(),
+            peer: Guest { ns: String::new(), port: String::new(), mac: String::new(), ip: String::new() },
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            dir,
+        };
+        must(&["ip", "netns", "add", &host]);
+        t.namespaces.push(host.clone());
+        must(&["ip", "-n", &host, "link", "set", "lo", "up"]);
+        let _ = t.exec(&host, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        for (i, net) in [(1, "198.51.100"), (9, "203.0.113")] {
+            let g = Guest {
+                ns: format!("{prefix}-{}", if i == 9 { "peer" } else { "g1" }),
+                port: format!("v{i}"),
+                mac: format!("52:54:00:00:00:0{i}"),
+                ip: format!("{net}.2"),
+            };
+            must(&["ip", "netns", "add", &g.ns]);
+            t.namespaces.push(g.ns.clone());
+            must(&[
+                "ip", "link", "add", &g.port, "netns", &host, "type", "veth", "peer", "name", "eth0", "netns", &g.ns,
+            ]);
+            must(&["ip", "-n", &host, "addr", "add", &format!("{net}.1/24"), "dev", &g.port]);
+            must(&["ip", "-n", &host, "link", "set", &g.port, "up"]);
+            must(&["ip", "-n", &g.ns, "link", "set", "eth0", "address", &g.mac]);
+            must(&["ip", "-n", &g.ns, "addr", "add", &format!("{}/24", g.ip), "dev", "eth0"]);
+            must(&["ip", "-n", &g.ns, "link", "set", "eth0", "up"]);
+            must(&["ip", "-n", &g.ns, "link", "set", "lo", "up"]);
+            must(&["ip", "-n", &g.ns, "route", "add", "default", "via", &format!("{net}.1")]);
+            if i == 9 {
+                t.peer = g;
+            } else {
+                t.guests.push(g);
+            }
+        }
+        t
+    }
+
+    /// The MAC of an interface in the host namespace.
+    pub fn host_mac(&self, dev: &str) -> String {
+        let o = self.exec(&self.host, &["cat", &format!("/sys/class/net/{dev}/address")]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
     /// Guest `i` (1-based).
     pub fn guest(&self, i: usize) -> &Guest {
         &self.guests[i - 1]
