@@ -52,10 +52,56 @@ pub enum FilterCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Define (or redefine) a filter in guestwalld; every binding using it
+    /// is re-instantiated in one transaction.
+    Define {
+        /// The filter's XML.
+        file: PathBuf,
+        /// Accept what libvirt would ignore or change.
+        #[arg(long)]
+        libvirt_quirks: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a filter from guestwalld (refused while something uses it).
+    Undefine {
+        /// The filter.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List guestwalld's filters.
+    List {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a filter's XML from guestwalld.
+    Dumpxml {
+        /// The filter.
+        name: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Edit a filter in $EDITOR and define the result.
+    Edit {
+        /// The filter.
+        name: String,
+    },
 }
 
-pub fn run(cmd: FilterCmd) -> Result<Outcome> {
+pub fn run(cmd: FilterCmd, socket: &Path) -> Result<Outcome> {
+    use crate::daemon_cmd::{define, edit, send};
+    use gw_api::Request;
     match cmd {
+        FilterCmd::Define { file, libvirt_quirks, json } => define(socket, &file, libvirt_quirks, json),
+        FilterCmd::Undefine { name, json } => send(socket, Request::FilterUndefine { name }, json),
+        FilterCmd::List { json } => send(socket, Request::FilterList, json),
+        FilterCmd::Dumpxml { name, json } => send(socket, Request::FilterDumpxml { name }, json),
+        FilterCmd::Edit { name } => edit(socket, &name),
         FilterCmd::Validate { files, libvirt_quirks, filter_dir } => {
             validate(&files, libvirt_quirks, filter_dir.as_deref())
         }

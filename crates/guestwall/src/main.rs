@@ -3,6 +3,7 @@
 //! The `filter` verbs work offline on XML files and the built-in library;
 //! no daemon is needed for them.
 
+mod daemon_cmd;
 mod engine_cmd;
 mod filter_cmd;
 
@@ -13,6 +14,9 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "guestwall", version, about)]
 struct Cli {
+    /// guestwalld's socket.
+    #[arg(long, global = true, default_value = gw_api::DEFAULT_SOCKET)]
+    socket: std::path::PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,6 +31,13 @@ enum Command {
     /// Load the ruleset for these bindings in one transaction, replacing
     /// guestwall's tables atomically.
     Apply(engine_cmd::EngineArgs),
+    /// Bindings kept by guestwalld.
+    #[command(subcommand)]
+    Binding(daemon_cmd::BindingCmd),
+    /// Ask guestwalld to re-apply everything.
+    Reload,
+    /// guestwalld's status.
+    Status,
 }
 
 /// What `try_main` reports back: success, or a failure already printed.
@@ -40,7 +51,10 @@ pub enum Outcome {
 fn try_main() -> anyhow::Result<Outcome> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Filter(cmd) => filter_cmd::run(cmd),
+        Command::Filter(cmd) => filter_cmd::run(cmd, &cli.socket),
+        Command::Binding(cmd) => daemon_cmd::binding(&cli.socket, cmd),
+        Command::Reload => daemon_cmd::send(&cli.socket, gw_api::Request::Reload, false),
+        Command::Status => daemon_cmd::send(&cli.socket, gw_api::Request::Status, false),
         Command::Compile(args) => engine_cmd::compile(args),
         Command::Apply(args) => engine_cmd::apply(args),
     }

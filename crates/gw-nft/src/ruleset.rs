@@ -562,6 +562,11 @@ fn deletion_order(names: Vec<&String>) -> Vec<&String> {
 }
 
 impl Plan {
+    /// How many ports the plan filters.
+    pub fn port_count(&self) -> usize {
+        self.from_guest.len() + self.routed.from_guest.len()
+    }
+
     /// The script that replaces guestwall's tables with this plan.
     pub fn render_full(&self) -> String {
         let mut s = String::new();

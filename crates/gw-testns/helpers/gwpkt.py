@@ -9,9 +9,10 @@ send IFACE EXPR                        send a scapy frame, e.g. "Ether()/IP()/UD
 ftp-server                             active-mode FTP: on PORT, connect from port 20
 ftp-client SERVER MY_IP [TIMEOUT]      exit 0 when the data connection arrived
 send-many IFACE FILE                   send the scapy frames of FILE, one per line
-sniff-tags IFACE TIMEOUT               print "ready", then the gwtNNNN tags seen
-sniff IFACE TIMEOUT EXPR               print "ready", then after TIMEOUT the number
-                                       of frames p for which EXPR is true
+sniff-tags IFACE GRACE                 print "ready", then, GRACE seconds after stdin
+                                       closes, the gwtNNNN tags seen
+sniff IFACE GRACE EXPR                 print "ready", then, GRACE seconds after stdin
+                                       closes, the number of frames p with EXPR true
 """
 import socket, sys, time
 
@@ -129,6 +130,13 @@ def send_many(iface, path):
         time.sleep(0.005)
     return 0
 
+def wait_for_stop(grace):
+    """Sniff until the caller closes our stdin (it has sent everything),
+    then `grace` seconds more for frames in flight; at most a minute."""
+    import select
+    select.select([sys.stdin], [], [], 60)
+    time.sleep(grace)
+
 def sniff_tags(iface, timeout):
     """Print "ready", then after TIMEOUT the gwtNNNN tags seen in frames."""
     import re
@@ -139,7 +147,7 @@ def sniff_tags(iface, timeout):
             seen.add(m.decode())
     sn = AsyncSniffer(iface=iface, store=False, prn=note, started_callback=lambda: print("ready", flush=True))
     sn.start()
-    time.sleep(float(timeout))
+    wait_for_stop(float(timeout))
     sn.stop()
     print(" ".join(sorted(seen)), flush=True)
     return 0
@@ -152,7 +160,7 @@ def sniff(iface, timeout, expr):
     sn = AsyncSniffer(iface=iface, store=False, prn=lambda p: seen.append(1) if test(p) else None,
                       started_callback=lambda: print("ready", flush=True))
     sn.start()
-    time.sleep(float(timeout))
+    wait_for_stop(float(timeout))
     sn.stop()
     print(len(seen), flush=True)
     return 0

@@ -282,7 +282,8 @@ impl TestHost {
     pub fn frame_arrives(&self, from: &str, expr: &str, to: &str, test: &str) -> bool {
         let h = helper();
         let mut sniffer = Command::new("ip")
-            .args(["netns", "exec", to, "python3", &h, "sniff", "eth0", "1.5", test])
+            .args(["netns", "exec", to, "python3", &h, "sniff", "eth0", "0.5", test])
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -294,6 +295,8 @@ impl TestHost {
         std::thread::sleep(Duration::from_millis(100));
         let sent = self.exec(from, &["python3", &h, "send", "eth0", expr]);
         assert!(sent.status.success(), "send failed: {}", String::from_utf8_lossy(&sent.stderr));
+        // Closing its stdin tells the sniffer everything was sent.
+        drop(sniffer.stdin.take());
         let mut rest = String::new();
         out.read_to_string(&mut rest).expect("sniffer output");
         let mut err = String::new();
@@ -310,9 +313,9 @@ impl TestHost {
         let h = helper();
         let file = self.dir.join(format!("frames-{from}.txt"));
         std::fs::write(&file, exprs.join("\n")).expect("write frames");
-        let wait = format!("{:.1}", 1.5 + exprs.len() as f64 * 0.02);
         let mut sniffer = Command::new("ip")
-            .args(["netns", "exec", to, "python3", &h, "sniff-tags", "eth0", &wait])
+            .args(["netns", "exec", to, "python3", &h, "sniff-tags", "eth0", "0.7"])
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -324,6 +327,7 @@ impl TestHost {
         std::thread::sleep(Duration::from_millis(100));
         let sent = self.exec(from, &["python3", &h, "send-many", "eth0", &file.display().to_string()]);
         assert!(sent.status.success(), "send failed: {}", String::from_utf8_lossy(&sent.stderr));
+        drop(sniffer.stdin.take());
         let mut rest = String::new();
         out.read_to_string(&mut rest).expect("sniffer output");
         let _ = sniffer.wait();

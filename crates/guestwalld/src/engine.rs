@@ -1,0 +1,415 @@
+//! The daemon's state and what changes it: filters, bindings, the plan in
+//! the kernel. Every change is checked in full (parse, resolve, compile)
+//! before anything is written or loaded; disk and kernel then change
+//! together, or neither does.
+
+use gw_api::{ApiError, BindingInfo, ErrorCode, FilterInfo, Request, Response};
+use gw_builtins::{Library, Origin};
+use gw_model::{Binding, Filter};
+use gw_nft::{Features, Plan, PortInput};
+use gw_store::{list, remove_durable, write_atomic};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tracing::{error, info, warn};
+
+fn err(code: ErrorCode, msg: impl Into<String>) -> ApiError {
+    ApiError { code, messages: vec![msg.into()] }
+}
+
+/// The daemon's state.
+pub struct Engine {
+    config_dir: PathBuf,
+    state_dir: PathBuf,
+    lib: Library,
+    bindings: BTreeMap<String, Binding>,
+    features: Features,
+    applied: Option<Plan>,
+    fingerprint: Option<String>,
+}
+
+fn read_back() -> Option<String> {
+    let mut out = String::new();
+    for family in ["bridge", "inet"] {
+        let o = std::process::Command::new("nft").args(["-s", "list", "table", family, gw_nft::TABLE]).output().ok()?;
+        if !o.status.success() {
+            return None;
+        }
+        out.push_str(&String::from_utf8_lossy(&o.stdout));
+    }
+    Some(out)
+}
+
+fn port_exists(port: &str) -> bool {
+    Path::new("/sys/class/net").join(port).exists()
+}
+
+fn random_uuid() -> String {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+}
+
+fn parse_binding(doc: &str) -> Result<(Binding, Vec<String>), ApiError> {
+    if doc.trim_start().starts_with('{') {
+        let b: Binding = serde_json::from_str(doc)
+            .map_err(|e| err(ErrorCode::Invalid, format!("{}:{}: {e}", e.line(), e.column())))?;
+        gw_model::check_ifname(&b.portdev).map_err(|e| err(ErrorCode::Invalid, format!("portdev: {e}")))?;
+        return Ok((b, Vec::new()));
+    }
+    match gw_xml::read_binding(doc) {
+        Ok(p) => Ok((p.value, p.quirks.iter().map(|q| q.to_string()).collect())),
+        Err(e) => {
+            Err(ApiError { code: ErrorCode::Invalid, messages: e.errors.iter().map(|d| d.to_string()).collect() })
+        }
+    }
+}
+
+impl Engine {
+    /// Loads the stored filters and bindings (nothing is applied yet).
+    pub fn load(config_dir: &Path, state_dir: &Path, features: Features) -> anyhow::Result<Engine> {
+        std::fs::create_dir_all(config_dir)?;
+        std::fs::create_dir_all(state_dir.join("bindings"))?;
+        let lib = Library::with_dir(config_dir)?;
+        for (path, q) in lib.quirks() {
+            warn!("{}:{q}", path.display());
+        }
+        let mut bindings = BTreeMap::new();
+        for path in list(&state_dir.join("bindings"), "xml")? {
+            let text = std::fs::read_to_string(&path)?;
+            match parse_binding(&text) {
+                Ok((b, _)) => {
+                    bindings.insert(b.portdev.clone(), b);
+                }
+                Err(e) => error!("{}: skipped, not a valid binding: {e}", path.display()),
+            }
+        }
+        info!(
+            "loaded {} defined filter(s) and {} binding(s)",
+            lib.iter().filter(|(_, o)| matches!(o, Origin::File(_))).count(),
+            bindings.len()
+        );
+        Ok(Engine {
+            config_dir: config_dir.to_path_buf(),
+            state_dir: state_dir.to_path_buf(),
+            lib,
+            bindings,
+            features,
+            applied: None,
+            fingerprint: None,
+        })
+    }
+
+    fn binding_path(&self, port: &str) -> PathBuf {
+        self.state_dir.join("bindings").join(format!("{port}.xml"))
+    }
+
+    fn filter_path(&self, name: &str) -> PathBuf {
+        self.config_dir.join(format!("{name}.xml"))
+    }
+
+    /// The plan for these filters and bindings: ports that exist now.
+    /// With `strict`, a binding that cannot be compiled is an error;
+    /// without, it is logged and left out (start-up, port events).
+    fn desired(&self, lib: &Library, bindings: &BTreeMap<String, Binding>, strict: bool) -> Result<Plan, ApiError> {
+        let mut inputs = Vec::new();
+        for b in bindings.values() {
+            if !port_exists(&b.portdev) {
+                continue;
+            }
+            match gw_ir::bind(lib, b) {
+                Ok(bound) => inputs.push(PortInput {
+                    port: b.portdev.clone(),
+                    key: b.filterref.filter.clone(),
+                    template: bound.template,
+                    concrete: bound.concrete,
+                    routed: gw_nft::port_is_routed(&b.portdev),
+                }),
+                Err(e) if strict => return Err(err(ErrorCode::Invalid, e.to_string())),
+                Err(e) => error!("binding for {} left out: {e}", b.portdev),
+            }
+        }
+        gw_nft::plan(&inputs, self.features).map_err(|e| err(ErrorCode::Invalid, e.to_string()))
+    }
+
+    /// Loads `plan` into the kernel: only what changed since the last plan,
+    /// in one transaction.
+    fn load_plan(&mut self, plan: Plan) -> Result<String, ApiError> {
+        let script = match &self.applied {
+            Some(old) => plan.render_update(old),
+            None => plan.render_full(),
+        };
+        if script.is_empty() {
+            return Ok("the kernel already matches".into());
+        }
+        gw_nft::run_nft(&script, false).map_err(|e| err(ErrorCode::Kernel, e.to_string()))?;
+        let lines = script.lines().filter(|l| !l.starts_with('#')).count();
+        self.applied = Some(plan);
+        self.fingerprint = read_back();
+        Ok(format!("one transaction of {lines} line(s)"))
+    }
+
+    /// Start-up and SIGHUP: replace guestwall's tables with the stored state
+    /// in one transaction (no flush first, so no window).
+    pub fn apply_all(&mut self, why: &str) -> Result<(), ApiError> {
+        let before = read_back();
+        let plan = self.desired(&self.lib, &self.bindings, false)?;
+        self.applied = None;
+        self.load_plan(plan)?;
+        let verdict = if before == self.fingerprint { "unchanged" } else { "replaced" };
+        info!("{why}: guestwall's tables {verdict} ({} binding(s))", self.bindings.len());
+        Ok(())
+    }
+
+    /// Ports came or went: bring the kernel in line.
+    pub fn sync_ports(&mut self) {
+        match self.desired(&self.lib, &self.bindings, false) {
+            Ok(plan) => {
+                if self.applied.as_ref() != Some(&plan) {
+                    match self.load_plan(plan) {
+                        Ok(m) => info!("interfaces changed: {m}"),
+                        Err(e) => error!("interfaces changed, but loading failed: {e}"),
+                    }
+                }
+            }
+            Err(e) => error!("interfaces changed, but planning failed: {e}"),
+        }
+    }
+
+    /// Someone may have touched our tables: read them back and restore them
+    /// if they are not what we loaded.
+    pub fn check_kernel(&mut self) {
+        let now = read_back();
+        if now.is_some() && now == self.fingerprint {
+            return;
+        }
+        let what = if now.is_none() { "gone (flushed or deleted)" } else { "edited by someone else" };
+        warn!("guestwall's tables are {what}: restoring them");
+        let started = std::time::Instant::now();
+        match self.apply_all("healing") {
+            Ok(()) => info!("restored in {:?}", started.elapsed()),
+            Err(e) => error!("could not restore the rules: {e}"),
+        }
+    }
+
+    /// Answers one request.
+    pub fn handle(&mut self, req: Request) -> Response {
+        match self.dispatch(req) {
+            Ok(r) => r,
+            Err(e) => Response::Error(e),
+        }
+    }
+
+    fn dispatch(&mut self, req: Request) -> Result<Response, ApiError> {
+        match req {
+            Request::FilterDefine { xml, libvirt_quirks } => self.define(&xml, libvirt_quirks),
+            Request::FilterUndefine { name } => self.undefine(&name),
+            Request::FilterList => Ok(Response::Filters {
+                filters: self
+                    .lib
+                    .iter()
+                    .map(|(f, o)| FilterInfo {
+                        name: f.name.clone(),
+                        origin: if matches!(o, Origin::Builtin) { "builtin".into() } else { "defined".into() },
+                        chain: f.chain.clone(),
+                        uuid: f.uuid.clone(),
+                    })
+                    .collect(),
+            }),
+            Request::FilterDumpxml { name } => match self.lib.get(&name) {
+                Some((f, _)) => Ok(Response::Xml { xml: gw_xml::write_filter(f) }),
+                None => Err(err(ErrorCode::NotFound, format!("no filter named '{name}'"))),
+            },
+            Request::BindingCreate { document } => self.bind(&document),
+            Request::BindingDelete { portdev } => self.unbind(&portdev),
+            Request::BindingList => Ok(Response::Bindings {
+                bindings: self
+                    .bindings
+                    .values()
+                    .map(|b| BindingInfo {
+                        portdev: b.portdev.clone(),
+                        filter: b.filterref.filter.clone(),
+                        owner: b.owner.name.clone(),
+                        active: port_exists(&b.portdev),
+                    })
+                    .collect(),
+            }),
+            Request::BindingDumpxml { portdev } => match self.bindings.get(&portdev) {
+                Some(b) => Ok(Response::Xml { xml: gw_xml::write_binding(b) }),
+                None => Err(err(ErrorCode::NotFound, format!("no binding for port '{portdev}'"))),
+            },
+            Request::Reload => {
+                self.apply_all("reload requested")?;
+                Ok(Response::Ok { message: "re-applied every binding".into(), warnings: Vec::new() })
+            }
+            Request::Status => Ok(Response::Status {
+                lines: vec![
+                    self.features.describe(),
+                    format!(
+                        "{} binding(s), {} active",
+                        self.bindings.len(),
+                        self.applied.as_ref().map_or(0, |p| p.port_count())
+                    ),
+                    format!("kernel matches: {}", read_back().is_some() && read_back() == self.fingerprint),
+                ],
+            }),
+        }
+    }
+
+    /// The bindings whose filter DAG contains `name`.
+    fn users(&self, name: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for b in self.bindings.values() {
+            if self.reaches(&b.filterref.filter, name, &mut Vec::new()) {
+                out.push(format!("binding {}", b.portdev));
+            }
+        }
+        for (f, _) in self.lib.iter() {
+            if f.name != name && f.references().any(|r| r == name) {
+                out.push(format!("filter {}", f.name));
+            }
+        }
+        out
+    }
+
+    fn reaches(&self, from: &str, target: &str, seen: &mut Vec<String>) -> bool {
+        if from == target {
+            return true;
+        }
+        if seen.iter().any(|s| s == from) {
+            return false;
+        }
+        seen.push(from.to_string());
+        let Some((f, _)) = self.lib.get(from) else { return false };
+        f.references().any(|r| self.reaches(r, target, seen))
+    }
+
+    fn define(&mut self, xml: &str, libvirt_quirks: bool) -> Result<Response, ApiError> {
+        let parsed = gw_xml::read_filter(xml).map_err(|e| ApiError {
+            code: ErrorCode::Invalid,
+            messages: e.errors.iter().map(|d| d.to_string()).collect(),
+        })?;
+        let quirks: Vec<String> = parsed.quirks.iter().map(|q| q.to_string()).collect();
+        if !quirks.is_empty() && !libvirt_quirks {
+            let mut messages = quirks;
+            messages.push("refused: libvirt would read this filter differently from how it is written (define with libvirt_quirks to accept libvirt's reading)".into());
+            return Err(ApiError { code: ErrorCode::Invalid, messages });
+        }
+        let mut filter: Filter = parsed.value;
+        if filter.uuid.is_none() {
+            filter.uuid = Some(match self.lib.get(&filter.name) {
+                Some((old, _)) if old.uuid.is_some() => old.uuid.clone().unwrap_or_default(),
+                _ => random_uuid(),
+            });
+        }
+        let name = filter.name.clone();
+        let path = self.filter_path(&name);
+        let mut lib = self.lib.clone();
+        lib.insert(filter.clone(), Origin::File(path.clone()));
+        if let Err(e @ gw_resolve::ResolveError::Cycle { .. }) = gw_resolve::check_references(&lib, &filter) {
+            return Err(err(ErrorCode::Invalid, e.to_string()));
+        }
+        // Every binding must still compile: a change that does not is refused.
+        let plan = self.desired(&lib, &self.bindings, true)?;
+        let old_text = std::fs::read(&path).ok();
+        write_atomic(&path, gw_xml::write_filter(&filter).as_bytes())
+            .map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
+        match self.load_plan(plan) {
+            Ok(m) => {
+                self.lib = lib;
+                info!("filter {name} defined: {m}");
+                Ok(Response::Ok {
+                    message: format!("filter {name} defined ({m})"),
+                    warnings: parsed.quirks.iter().map(|q| q.to_string()).collect(),
+                })
+            }
+            Err(e) => {
+                let _ = match old_text {
+                    Some(t) => write_atomic(&path, &t),
+                    None => remove_durable(&path),
+                };
+                Err(e)
+            }
+        }
+    }
+
+    fn undefine(&mut self, name: &str) -> Result<Response, ApiError> {
+        match self.lib.get(name) {
+            None => return Err(err(ErrorCode::NotFound, format!("no filter named '{name}'"))),
+            Some((_, Origin::Builtin)) => {
+                return Err(err(ErrorCode::InUse, format!("'{name}' is a built-in filter and cannot be undefined")))
+            }
+            Some(_) => {}
+        }
+        let users = self.users(name);
+        if !users.is_empty() {
+            return Err(ApiError {
+                code: ErrorCode::InUse,
+                messages: vec![format!("filter '{name}' is in use by: {}", users.join(", "))],
+            });
+        }
+        let path = self.filter_path(name);
+        remove_durable(&path).map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
+        self.lib = Library::with_dir(&self.config_dir).map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
+        info!("filter {name} undefined");
+        Ok(Response::Ok { message: format!("filter {name} undefined"), warnings: Vec::new() })
+    }
+
+    fn bind(&mut self, document: &str) -> Result<Response, ApiError> {
+        let (b, warnings) = parse_binding(document)?;
+        let port = b.portdev.clone();
+        if self.bindings.contains_key(&port) {
+            return Err(err(ErrorCode::Exists, format!("port {port} is already bound (delete its binding first)")));
+        }
+        if self.lib.get(&b.filterref.filter).is_none() {
+            return Err(err(ErrorCode::NotFound, format!("port {port}: unknown filter '{}'", b.filterref.filter)));
+        }
+        // Compile it even when the port does not exist yet, so errors show now.
+        gw_ir::bind(&self.lib, &b).map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
+        let mut bindings = self.bindings.clone();
+        bindings.insert(port.clone(), b.clone());
+        let plan = self.desired(&self.lib, &bindings, true)?;
+        let path = self.binding_path(&port);
+        write_atomic(&path, gw_xml::write_binding(&b).as_bytes())
+            .map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
+        match self.load_plan(plan) {
+            Ok(m) => {
+                self.bindings = bindings;
+                let state = if port_exists(&port) { "active" } else { "waiting for the interface" };
+                info!("binding {port} -> {} created, {state}: {m}", b.filterref.filter);
+                Ok(Response::Ok { message: format!("binding for {port} created, {state}"), warnings })
+            }
+            Err(e) => {
+                let _ = remove_durable(&path);
+                Err(e)
+            }
+        }
+    }
+
+    fn unbind(&mut self, port: &str) -> Result<Response, ApiError> {
+        let Some(b) = self.bindings.get(port).cloned() else {
+            return Err(err(ErrorCode::NotFound, format!("no binding for port '{port}'")));
+        };
+        let mut bindings = self.bindings.clone();
+        bindings.remove(port);
+        let plan = self.desired(&self.lib, &bindings, false)?;
+        let path = self.binding_path(port);
+        remove_durable(&path).map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
+        match self.load_plan(plan) {
+            Ok(m) => {
+                self.bindings = bindings;
+                info!("binding {port} deleted: {m}");
+                Ok(Response::Ok { message: format!("binding for {port} deleted"), warnings: Vec::new() })
+            }
+            Err(e) => {
+                let _ = write_atomic(&path, gw_xml::write_binding(&b).as_bytes());
+                Err(e)
+            }
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! `guestwalld`: keeps the kernel's rules true to the stored filters and
+//! bindings.
+//!
+//! - serves the API (gw-api) on a root-only Unix socket;
+//! - follows interfaces (rtnetlink link events): a binding becomes active
+//!   when its port appears, its rules go when the port goes;
+//! - follows nftables (`nft monitor` events, not polling): when someone
+//!   flushes, deletes or edits guestwall's tables, it reads them back and
+//!   restores them;
+//! - SIGHUP re-applies everything; on exit the rules stay in the kernel.
+
+mod engine;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use engine::Engine;
+use gw_api::{ApiError, Envelope, ErrorCode, Response, API_VERSION};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+/// guestwall's daemon.
+#[derive(Parser)]
+#[command(name = "guestwalld", version, about)]
+struct Args {
+    /// The API socket.
+    #[arg(long, default_value = gw_api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Where filters are kept (one NAME.xml each).
+    #[arg(long, default_value = "/etc/guestwall")]
+    config_dir: PathBuf,
+    /// Where bindings are kept.
+    #[arg(long, default_value = "/var/lib/guestwall")]
+    state_dir: PathBuf,
+}
+
+type Shared = Arc<Mutex<Engine>>;
+
+fn with_engine<T>(engine: &Shared, f: impl FnOnce(&mut Engine) -> T) -> T {
+    // A panic while holding the lock would poison it; the state itself is
+    // still consistent (every change is all-or-nothing), so keep going.
+    let mut guard = engine.lock().unwrap_or_else(|p| p.into_inner());
+    f(&mut guard)
+}
+
+/// Binds the socket: root-only (0600), refusing to steal one a live daemon
+/// answers on.
+fn bind_socket(path: &PathBuf) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!("{} is in use by a running guestwalld", path.display());
+        }
+        std::fs::remove_file(path).with_context(|| format!("remove stale socket {}", path.display()))?;
+    }
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let listener = UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    let listener = listener.with_context(|| format!("bind {}", path.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+async fn serve_one(engine: Shared, stream: UnixStream) -> Result<()> {
+    let uid = {
+        use std::os::fd::AsFd;
+        nix::sys::socket::getsockopt(&stream.as_fd(), nix::sys::socket::sockopt::PeerCredentials)
+            .map(|c| c.uid())
+            .unwrap_or(u32::MAX)
+    };
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    BufReader::new(read).read_line(&mut line).await?;
+    let response = if uid != 0 {
+        warn!("refused a request from uid {uid}");
+        Response::Error(ApiError {
+            code: ErrorCode::Denied,
+            messages: vec![format!("guestwalld accepts requests only from root (you are uid {uid})")],
+        })
+    } else {
+        match serde_json::from_str::<Envelope>(&line) {
+            Ok(env) if env.version == API_VERSION => {
+                let e = engine.clone();
+                tokio::task::spawn_blocking(move || with_engine(&e, |eng| eng.handle(env.request))).await?
+            }
+            Ok(env) => Response::Error(ApiError {
+                code: ErrorCode::BadRequest,
+                messages: vec![format!(
+                    "API version {} is not supported (this daemon speaks {API_VERSION})",
+                    env.version
+                )],
+            }),
+            Err(e) => {
+                Response::Error(ApiError { code: ErrorCode::BadRequest, messages: vec![format!("bad request: {e}")] })
+            }
+        }
+    };
+    let mut out = serde_json::to_string(&response)?;
+    out.push('\n');
+    write.write_all(out.as_bytes()).await?;
+    Ok(())
+}
+
+/// Wakes `notify` on every interface event (new, changed, removed links).
+async fn watch_links(notify: Arc<Notify>) -> Result<()> {
+    use futures::StreamExt;
+    use netlink_sys::AsyncSocket;
+    let (mut conn, _handle, mut messages) = rtnetlink::new_connection()?;
+    conn.socket_mut().socket_mut().bind(&netlink_sys::SocketAddr::new(0, rtnetlink::constants::RTMGRP_LINK))?;
+    tokio::spawn(conn);
+    while messages.next().await.is_some() {
+        notify.notify_one();
+    }
+    bail!("the rtnetlink event stream ended")
+}
+
+/// Wakes `notify` on every nftables change (`nft monitor` prints one line
+/// per event the kernel sends).
+async fn watch_nft(notify: Arc<Notify>) -> Result<()> {
+    let mut child = tokio::process::Command::new("nft")
+        .args(["monitor", "tables", "chains", "rules", "sets", "elements", "ruleset"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("start nft monitor")?;
+    let out = child.stdout.take().context("nft monitor stdout")?;
+    let mut lines = BufReader::new(out).lines();
+    while lines.next_line().await?.is_some() {
+        notify.notify_one();
+    }
+    bail!("nft monitor ended")
+}
+
+/// Runs `job` after each wake-up, once events have been quiet for `settle`.
+async fn debounced(notify: Arc<Notify>, settle: Duration, engine: Shared, job: fn(&mut Engine)) {
+    loop {
+        notify.notified().await;
+        loop {
+            tokio::select! {
+                _ = notify.notified() => continue,
+                _ = tokio::time::sleep(settle) => break,
+            }
+        }
+        let e = engine.clone();
+        let _ = tokio::task::spawn_blocking(move || with_engine(&e, job)).await;
+    }
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    if !nix::unistd::geteuid().is_root() {
+        bail!("guestwalld must run as root");
+    }
+    let _lock = gw_store::StateLock::take(&args.state_dir)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let features = gw_nft::probe().context("probing nftables")?;
+    info!("{}", features.describe());
+    if features.state == gw_nft::StateSource::BrNetfilterMark {
+        match gw_nft::enable_bridge_nf_call() {
+            Ok(c) if !c.is_empty() => info!("set {}", c.join(", ")),
+            Ok(_) => {}
+            Err(e) => warn!("cannot enable bridge-nf-call sysctls: {e}"),
+        }
+    }
+    let listener = bind_socket(&args.socket)?;
+    let mut engine = Engine::load(&args.config_dir, &args.state_dir, features)?;
+    if let Err(e) = engine.apply_all("start-up") {
+        error!("start-up: {e}");
+    }
+    let engine: Shared = Arc::new(Mutex::new(engine));
+
+    let links = Arc::new(Notify::new());
+    let nft = Arc::new(Notify::new());
+    tokio::spawn({
+        let n = links.clone();
+        async move {
+            if let Err(e) = watch_links(n).await {
+                error!("interface events: {e:#}");
+            }
+        }
+    });
+    tokio::spawn({
+        let n = nft.clone();
+        async move {
+            if let Err(e) = watch_nft(n).await {
+                error!("nftables events: {e:#}");
+            }
+        }
+    });
+    tokio::spawn(debounced(links, Duration::from_millis(30), engine.clone(), Engine::sync_ports));
+    tokio::spawn(debounced(nft, Duration::from_millis(10), engine.clone(), Engine::check_kernel));
+
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    info!("listening on {}", args.socket.display());
+    loop {
+        tokio::select! {
+            conn = listener.accept() => {
+                let (stream, _) = conn?;
+                let e = engine.clone();
+                tokio::spawn(async move {
+                    if let Err(err) = serve_one(e, stream).await {
+                        warn!("request failed: {err:#}");
+                    }
+                });
+            }
+            _ = hup.recv() => {
+                let e = engine.clone();
+                tokio::task::spawn_blocking(move || with_engine(&e, |eng| {
+                    if let Err(err) = eng.apply_all("SIGHUP") {
+                        error!("SIGHUP: {err}");
+                    }
+                })).await?;
+            }
+            _ = term.recv() => {
+                info!("stopping; the rules stay in the kernel");
+                let _ = std::fs::remove_file(&args.socket);
+                return Ok(());
+            }
+            _ = tokio::signal::ctrl_c() => {
+                info!("stopping; the rules stay in the kernel");
+                let _ = std::fs::remove_file(&args.socket);
+                return Ok(());
+            }
+        }
+    }
+}
