@@ -125,7 +125,7 @@ async fn watch_links(notify: Arc<Notify>) -> Result<()> {
 /// per event the kernel sends).
 async fn watch_nft(notify: Arc<Notify>) -> Result<()> {
     let mut child = tokio::process::Command::new("nft")
-        .args(["monitor", "tables", "chains", "rules", "sets", "elements", "ruleset"])
+        .arg("monitor")
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -157,6 +157,8 @@ fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        // journald and log files get plain text
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     if !nix::unistd::geteuid().is_root() {

@@ -262,6 +262,30 @@ impl TestHost {
         self.children.push(child);
     }
 
+    /// Starts a long-running command in a namespace (killed on drop), its
+    /// output going to `log`. Returns its pid (`ip netns exec` execs it).
+    pub fn spawn(&mut self, ns: &str, cmd: &[&str], log: &std::path::Path) -> u32 {
+        let f = std::fs::File::create(log).expect("log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(cmd)
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .expect("spawn");
+        let pid = child.id();
+        self.children.push(child);
+        pid
+    }
+
+    /// Kills a spawned process with SIGKILL and reaps it.
+    pub fn kill9(&mut self, pid: u32) {
+        if let Some(c) = self.children.iter_mut().find(|c| c.id() == pid) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Whether a TCP connection from `ns` to `ip:port` (optionally from
     /// `sport`) gets the server's answer.
     pub fn tcp(&self, ns: &str, ip: &str, port: u16, sport: u16) -> bool {

@@ -1,0 +1,352 @@
+//! guestwalld in a test host: defining, binding, redefining under traffic,
+//! healing, restarting, interfaces coming and going, and bad requests.
+
+use gw_testns::TestHost;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+const GW: &str = env!("CARGO_BIN_EXE_guestwall");
+
+fn daemon_bin() -> String {
+    // guestwalld is built next to guestwall (scripts/test builds the workspace).
+    let p = Path::new(GW).with_file_name("guestwalld");
+    assert!(p.exists(), "{} is missing: build the workspace (cargo build --release)", p.display());
+    p.display().to_string()
+}
+
+struct Daemon {
+    dir: PathBuf,
+    pid: u32,
+}
+
+impl Daemon {
+    fn start(t: &mut TestHost, dir: &Path) -> Daemon {
+        std::fs::create_dir_all(dir).expect("daemon dir");
+        let sock = dir.join("sock");
+        let args = [
+            daemon_bin(),
+            "--socket".into(),
+            sock.display().to_string(),
+            "--config-dir".into(),
+            dir.join("etc").display().to_string(),
+            "--state-dir".into(),
+            dir.join("var").display().to_string(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let host = t.host.clone();
+        let pid = t.spawn(
+            &host,
+            &args,
+            &dir.join(format!(
+                "daemon-{}.log",
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+            )),
+        );
+        let d = Daemon { dir: dir.to_path_buf(), pid };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if d.gw(&["status"]).status.success() {
+                return d;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("guestwalld did not come up; log in {}", dir.display());
+    }
+
+    fn gw(&self, args: &[&str]) -> Output {
+        std::process::Command::new(GW)
+            .arg("--socket")
+            .arg(self.dir.join("sock"))
+            .args(args)
+            .output()
+            .expect("run guestwall")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.gw(args);
+        assert!(o.status.success(), "guestwall {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    fn fails(&self, args: &[&str], want: &str) {
+        let o = self.gw(args);
+        assert!(!o.status.success(), "guestwall {args:?} succeeded");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want), "guestwall {args:?}: expected {want:?} in {err}");
+    }
+}
+
+fn tagged(tag: &str) -> String {
+    format!("p.haslayer(Raw) and bytes(p[Raw].load).startswith(b'{tag}')")
+}
+
+/// A ruleset listing reduced to its content: nft lists chains in creation
+/// order and set elements in hash order, which incremental updates change.
+fn canonical(ruleset: &str) -> Vec<String> {
+    let mut v: Vec<String> =
+        ruleset.replace(',', "\n").lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+    v.sort();
+    v
+}
+
+fn wait_for(mut cond: impl FnMut() -> bool, what: &str) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        if cond() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{what} did not happen within 5 s");
+}
+
+const POLICY: &str = "<filter name='policy'>
+  <filterref filter='clean-traffic'/>
+  <rule action='accept' direction='in'><tcp dstportstart='PORT'/></rule>
+  <rule action='drop' direction='in'><tcp/></rule>
+</filter>
+";
+
+#[test]
+fn define_bind_redefine_heal_restart() {
+    let mut t = TestHost::new(1);
+    let dir = t.dir.join("gw");
+    let d = Daemon::start(&mut t, &dir);
+    let (g1, peer) = (t.guest(1).clone(), t.peer.clone());
+    let f1 = t.filter_file("policy1.xml", &POLICY.replace("PORT", "22"));
+    d.ok(&["filter", "define", &f1]);
+    let b = t.binding(1, "policy", &[("IP", &g1.ip)]);
+    d.ok(&["binding", "create", b.to_str().expect("p")]);
+    t.serve(&g1.ns, &["tcp-serve", "22"]);
+    t.serve(&g1.ns, &["tcp-serve", "2222"]);
+    assert!(t.tcp(&peer.ns, &g1.ip, 22, 0), "ssh in\n{}", t.ruleset());
+    assert!(!t.tcp(&peer.ns, &g1.ip, 2222, 0), "2222 in passed");
+
+    // Redefine twice while g1 keeps sending spoofed frames: none may pass,
+    // and the new rules apply.
+    let spoofs: Vec<String> = (0..150)
+        .map(|i| {
+            format!(
+                "Ether(src='{}', dst='{}')/IP(src='192.0.2.66', dst='{}')/UDP(dport=9)/Raw(b'spoof{i:03}')",
+                g1.mac, peer.mac, peer.ip
+            )
+        })
+        .collect();
+    let f2 = t.filter_file("policy2.xml", &POLICY.replace("PORT", "2222"));
+    let redefine = {
+        let (d1, d2, dirc) = (f2.clone(), f1.clone(), d.dir.clone());
+        std::thread::spawn(move || {
+            let gw = |f: &str| {
+                std::process::Command::new(GW)
+                    .arg("--socket")
+                    .arg(dirc.join("sock"))
+                    .args(["filter", "define", f])
+                    .output()
+                    .expect("define")
+            };
+            std::thread::sleep(Duration::from_millis(200));
+            let a = gw(&d1);
+            std::thread::sleep(Duration::from_millis(200));
+            let b = gw(&d2);
+            std::thread::sleep(Duration::from_millis(200));
+            let c = gw(&d1);
+            (a.status.success(), b.status.success(), c.status.success())
+        })
+    };
+    let arrived = t.tags_arriving(&g1.ns, &spoofs, &peer.ns);
+    let (a, b2, c) = redefine.join().expect("redefine thread");
+    assert!(a && b2 && c, "redefining failed");
+    assert!(arrived.is_empty(), "spoofed frames passed during redefinition: {arrived:?}");
+    assert!(t.tcp(&peer.ns, &g1.ip, 2222, 0), "the new rule does not apply\n{}", t.ruleset());
+    assert!(!t.tcp(&peer.ns, &g1.ip, 22, 0), "the old rule still applies");
+
+    // Healing: flush everything; the rules come back by themselves.
+    let before = canonical(&t.ruleset_stateless());
+    t.exec(&t.host.clone(), &["nft", "flush", "ruleset"]);
+    let took = wait_for(|| canonical(&t.ruleset_stateless()) == before, "healing after nft flush ruleset");
+    eprintln!("healed after {took:?}");
+    let spoof = format!(
+        "Ether(src='{}', dst='{}')/IP(src='192.0.2.66', dst='{}')/UDP(dport=9)/Raw(b'healed')",
+        g1.mac, peer.mac, peer.ip
+    );
+    assert!(!t.frame_arrives(&g1.ns, &spoof, &peer.ns, &tagged("healed")), "spoof passed after healing");
+    // Someone deletes one of our chains' rules: also restored.
+    t.exec(&t.host.clone(), &["nft", "delete", "table", "bridge", "guestwall"]);
+    wait_for(|| canonical(&t.ruleset_stateless()) == before, "healing after the bridge table was deleted");
+
+    // kill -9: the rules stay while the daemon is down; a restart changes nothing.
+    let list = d.ok(&["binding", "list"]);
+    t.kill9(d.pid);
+    assert_eq!(canonical(&t.ruleset_stateless()), before, "rules changed when the daemon died");
+    assert!(
+        !t.frame_arrives(&g1.ns, &spoof.replace("healed", "down"), &peer.ns, &tagged("down")),
+        "spoof passed while down"
+    );
+    let d2 = Daemon::start(&mut t, &dir);
+    assert_eq!(d2.ok(&["binding", "list"]), list);
+    assert_eq!(canonical(&t.ruleset_stateless()), before, "rules changed across the restart");
+    assert!(d2.ok(&["filter", "dumpxml", "policy"]).contains("dstportstart='2222'"));
+}
+
+#[test]
+fn bindings_follow_their_interfaces() {
+    let mut t = TestHost::new(1);
+    let dir = t.dir.join("gw");
+    let d = Daemon::start(&mut t, &dir);
+    let host = t.host.clone();
+    // A binding for a port that does not exist yet is kept, not active.
+    let late = t.filter_file(
+        "late.xml",
+        "<filterbinding><owner><name>late</name><uuid>00000000-0000-4000-8000-000000000005</uuid></owner><portdev name='v5'/><mac address='52:54:00:00:00:05'/><filterref filter='clean-traffic'><parameter name='IP' value='192.0.2.5'/></filterref></filterbinding>",
+    );
+    let out = d.ok(&["binding", "create", &late]);
+    assert!(out.contains("waiting for the interface"), "{out}");
+    assert!(!t.ruleset().contains("\"v5\""));
+    let has_v5 = |t: &TestHost| t.ruleset().contains("\"v5\" : goto");
+    // It appears: its rules come.
+    let g5 = format!("{host}-g5");
+    t.exec("/", &["true"]);
+    for cmd in [
+        vec!["ip", "netns", "add", g5.as_str()],
+        vec![
+            "ip",
+            "link",
+            "add",
+            "v5",
+            "netns",
+            host.as_str(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            g5.as_str(),
+        ],
+        vec!["ip", "-n", host.as_str(), "link", "set", "v5", "master", "br0", "up"],
+    ] {
+        let o = std::process::Command::new(cmd[0]).args(&cmd[1..]).output().expect("ip");
+        assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    wait_for(|| has_v5(&t), "rules for v5 after it appeared");
+    assert!(d.ok(&["binding", "list"]).contains("yes"));
+    // It goes: its rules go, the binding stays.
+    let _ = std::process::Command::new("ip").args(["-n", &host, "link", "del", "v5"]).output();
+    wait_for(|| !has_v5(&t), "rules for v5 gone after it disappeared");
+    assert!(d.ok(&["binding", "list"]).contains("v5"));
+    // It comes back.
+    let o = std::process::Command::new("ip")
+        .args(["link", "add", "v5", "netns", &host, "type", "veth", "peer", "name", "eth0", "netns", &g5])
+        .output()
+        .expect("ip");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    wait_for(|| has_v5(&t), "rules for v5 after it came back");
+    let _ = std::process::Command::new("ip").args(["netns", "del", &g5]).output();
+}
+
+#[test]
+fn bad_requests_change_nothing() {
+    let mut t = TestHost::new(1);
+    let dir = t.dir.join("gw");
+    let d = Daemon::start(&mut t, &dir);
+    let g1 = t.guest(1).clone();
+    let f = t.filter_file("policy.xml", &POLICY.replace("PORT", "22"));
+    d.ok(&["filter", "define", &f]);
+    let b = t.binding(1, "policy", &[("IP", &g1.ip)]);
+    d.ok(&["binding", "create", b.to_str().expect("p")]);
+    let rules = t.ruleset_stateless();
+    let files = || {
+        let mut v: Vec<String> = Vec::new();
+        for sub in ["etc", "var/bindings"] {
+            for e in std::fs::read_dir(dir.join(sub)).expect("dir") {
+                let p = e.expect("entry").path();
+                v.push(format!("{}={}", p.display(), std::fs::read_to_string(&p).unwrap_or_default()));
+            }
+        }
+        v.sort();
+        v
+    };
+    let disk = files();
+    let bad_xml = t.filter_file("bad.xml", "<filter name='x'>\n  <rule action='accept' direction='in'>\n</filter>\n");
+    d.fails(&["filter", "define", &bad_xml], "3:");
+    let quirky =
+        t.filter_file("quirky.xml", "<filter name='quirky'><rule action='drop' direction='in'><tcpp/></rule></filter>");
+    d.fails(&["filter", "define", &quirky], "unknown element <tcpp>");
+    let unknown = t.filter_file(
+        "unknown.xml",
+        "<filterbinding><owner><name>u</name><uuid>00000000-0000-4000-8000-000000000003</uuid></owner><portdev name='v3'/><mac address='52:54:00:00:00:03'/><filterref filter='no-such-filter'/></filterbinding>",
+    );
+    d.fails(&["binding", "create", &unknown], "unknown filter 'no-such-filter'");
+    d.fails(&["binding", "create", b.to_str().expect("p")], "already bound");
+    d.fails(&["filter", "undefine", "policy"], "in use by: binding v1");
+    d.fails(&["filter", "undefine", "clean-traffic"], "built-in");
+    d.fails(&["binding", "delete", "v7"], "no binding for port 'v7'");
+    // A redefinition that would not compile for a bound port is refused.
+    let broken = t.filter_file(
+        "broken.xml",
+        "<filter name='policy'><rule action='accept' direction='in'><tcp dstportstart='$NOPE'/></rule></filter>",
+    );
+    d.fails(&["filter", "define", &broken], "NOPE");
+    // A cycle is refused.
+    let cyc = t.filter_file("cyc.xml", "<filter name='cyc'><filterref filter='cyc'/></filter>");
+    d.fails(&["filter", "define", &cyc], "cycle");
+    assert_eq!(t.ruleset_stateless(), rules, "a refused request changed the rules");
+    assert_eq!(files(), disk, "a refused request changed the state on disk");
+
+    // Non-root callers: the socket is 0600, and the daemon checks credentials.
+    let sock = dir.join("sock");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&sock).expect("socket").permissions().mode() & 0o777, 0o600);
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", GW, "--socket"])
+            .arg(&sock)
+            .args(args)
+            .output()
+            .expect("setpriv")
+    };
+    let o = as_nobody(&["binding", "list"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("accepts only root"), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::set_permissions(&t.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let o = as_nobody(&["binding", "delete", "v1"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("only from root"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(files(), disk);
+
+    // A second daemon on the same state, or on a socket in use, is refused.
+    let second = std::process::Command::new("ip")
+        .args(["netns", "exec", &t.host, &daemon_bin(), "--socket"])
+        .arg(dir.join("sock2"))
+        .arg("--config-dir")
+        .arg(dir.join("etc"))
+        .arg("--state-dir")
+        .arg(dir.join("var"))
+        .output()
+        .expect("second daemon");
+    assert!(!second.status.success());
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another guestwalld"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let third = std::process::Command::new("ip")
+        .args(["netns", "exec", &t.host, &daemon_bin(), "--socket"])
+        .arg(&sock)
+        .arg("--config-dir")
+        .arg(dir.join("etc3"))
+        .arg("--state-dir")
+        .arg(dir.join("var3"))
+        .output()
+        .expect("third daemon");
+    assert!(!third.status.success());
+    assert!(
+        String::from_utf8_lossy(&third.stderr).contains("in use by a running guestwalld"),
+        "{}",
+        String::from_utf8_lossy(&third.stderr)
+    );
+    assert_eq!(t.ruleset_stateless(), rules);
+}
