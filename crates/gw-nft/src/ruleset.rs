@@ -561,6 +561,43 @@ fn deletion_order(names: Vec<&String>) -> Vec<&String> {
     v
 }
 
+/// Writes the per-port part of a table: sets, the two dispatch maps, the
+/// filters' chains and the two base chains that look ports up in the maps.
+fn dispatch_body(
+    s: &mut String,
+    sets: &BTreeMap<String, PlannedSet>,
+    chains: &BTreeMap<String, Vec<String>>,
+    from: (&str, &BTreeMap<String, String>),
+    to: (&str, &BTreeMap<String, String>),
+    (pre, post, priority): (&str, &str, i32),
+) {
+    for (name, set) in sets {
+        let _ = writeln!(s, "  set {name} {{");
+        set_body(s, set, "  ");
+        let _ = writeln!(s, "  }}");
+    }
+    for (name, m) in [from, to] {
+        let _ = writeln!(s, "  map {name} {{\n    typeof iifname : verdict");
+        if !m.is_empty() {
+            let _ = writeln!(s, "    elements = {{ {} }}", map_elements(m).join(", "));
+        }
+        let _ = writeln!(s, "  }}");
+    }
+    for (name, lines) in chains {
+        let _ = writeln!(s, "  chain {name} {{");
+        for l in lines {
+            let _ = writeln!(s, "    {l}");
+        }
+        let _ = writeln!(s, "  }}");
+    }
+    for (chain, hook, key, map) in [(pre, "prerouting", "iifname", from.0), (post, "postrouting", "oifname", to.0)] {
+        let _ = writeln!(
+            s,
+            "  chain {chain} {{\n    type filter hook {hook} priority {priority}; policy accept;\n    {key} vmap @{map}\n  }}"
+        );
+    }
+}
+
 impl Plan {
     /// How many ports the plan filters.
     pub fn port_count(&self) -> usize {
@@ -591,34 +628,15 @@ impl Plan {
                 pairs.join(", ")
             );
         }
-        for (name, set) in &self.sets {
-            let _ = writeln!(s, "  set {name} {{");
-            set_body(&mut s, set, "  ");
-            let _ = writeln!(s, "  }}");
-        }
-        for (name, m) in [("from_guest", &self.from_guest), ("to_guest", &self.to_guest)] {
-            let _ = writeln!(s, "  map {name} {{\n    typeof iifname : verdict");
-            if !m.is_empty() {
-                let _ = writeln!(s, "    elements = {{ {} }}", map_elements(m).join(", "));
-            }
-            let _ = writeln!(s, "  }}");
-        }
-        for (name, lines) in &self.chains {
-            let _ = writeln!(s, "  chain {name} {{");
-            for l in lines {
-                let _ = writeln!(s, "    {l}");
-            }
-            let _ = writeln!(s, "  }}");
-        }
         // After br_netfilter (priority 0) so the inet hooks have run: conntrack
         // state is known and, without bridge conntrack, copied into the mark.
-        let _ = writeln!(
-            s,
-            "  chain prerouting {{\n    type filter hook prerouting priority 200; policy accept;\n    iifname vmap @from_guest\n  }}"
-        );
-        let _ = writeln!(
-            s,
-            "  chain postrouting {{\n    type filter hook postrouting priority 200; policy accept;\n    oifname vmap @to_guest\n  }}"
+        dispatch_body(
+            &mut s,
+            &self.sets,
+            &self.chains,
+            ("from_guest", &self.from_guest),
+            ("to_guest", &self.to_guest),
+            ("prerouting", "postrouting", 200),
         );
         let _ = writeln!(s, "}}");
         self.render_inet(&mut s);
@@ -628,33 +646,14 @@ impl Plan {
     fn render_inet(&self, s: &mut String) {
         let _ = writeln!(s, "table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{");
         let r = &self.routed;
-        for (name, set) in &r.sets {
-            let _ = writeln!(s, "  set {name} {{");
-            set_body(s, set, "  ");
-            let _ = writeln!(s, "  }}");
-        }
-        for (name, m) in [("routed_from_guest", &r.from_guest), ("routed_to_guest", &r.to_guest)] {
-            let _ = writeln!(s, "  map {name} {{\n    typeof iifname : verdict");
-            if !m.is_empty() {
-                let _ = writeln!(s, "    elements = {{ {} }}", map_elements(m).join(", "));
-            }
-            let _ = writeln!(s, "  }}");
-        }
-        for (name, lines) in &r.chains {
-            let _ = writeln!(s, "  chain {name} {{");
-            for l in lines {
-                let _ = writeln!(s, "    {l}");
-            }
-            let _ = writeln!(s, "  }}");
-        }
         // Routed taps: after conntrack (-200), on the tap itself.
-        let _ = writeln!(
+        dispatch_body(
             s,
-            "  chain routed_prerouting {{\n    type filter hook prerouting priority 0; policy accept;\n    iifname vmap @routed_from_guest\n  }}"
-        );
-        let _ = writeln!(
-            s,
-            "  chain routed_postrouting {{\n    type filter hook postrouting priority 0; policy accept;\n    oifname vmap @routed_to_guest\n  }}"
+            &r.sets,
+            &r.chains,
+            ("routed_from_guest", &r.from_guest),
+            ("routed_to_guest", &r.to_guest),
+            ("routed_prerouting", "routed_postrouting", 0),
         );
         // Kernels do not attach conntrack helpers by themselves any more; a
         // filter using RELATED (active FTP) needs the FTP helper.

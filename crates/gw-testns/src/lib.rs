@@ -74,29 +74,35 @@ pub fn require_root() {
 }
 
 impl TestHost {
-    /// A host with `n` guests (1..=8): guest i has port `vi`, MAC
-    /// 52:54:00:00:00:0i and address 192.0.2.i.
-    pub fn new(n: usize) -> TestHost {
+    /// A host namespace with nothing in it yet, and its name prefix.
+    fn empty(tag: &str) -> (TestHost, String) {
         require_root();
         let id = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("gwt{}x{id}", std::process::id());
+        let prefix = format!("{tag}{}x{id}", std::process::id());
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir).expect("scratch dir");
         let host = format!("{prefix}-h");
-        let mut t = TestHost {
+        must(&["ip", "netns", "add", &host]);
+        must(&["ip", "-n", &host, "link", "set", "lo", "up"]);
+        let t = TestHost {
             host: host.clone(),
             guests: Vec::new(),
             peer: Guest { ns: String::new(), port: String::new(), mac: String::new(), ip: String::new() },
-            namespaces: Vec::new(),
+            namespaces: vec![host],
             children: Vec::new(),
             dir,
         };
-        must(&["ip", "netns", "add", &host]);
-        t.namespaces.push(host.clone());
+        (t, prefix)
+    }
+
+    /// A host with `n` guests (1..=8): guest i has port `vi`, MAC
+    /// 52:54:00:00:00:0i and address 192.0.2.i.
+    pub fn new(n: usize) -> TestHost {
+        let (mut t, prefix) = TestHost::empty("gwt");
+        let host = t.host.clone();
         must(&["ip", "-n", &host, "link", "add", "br0", "type", "bridge"]);
         must(&["ip", "-n", &host, "link", "set", "br0", "up"]);
         must(&["ip", "-n", &host, "addr", "add", "192.0.2.254/24", "dev", "br0"]);
-        must(&["ip", "-n", &host, "link", "set", "lo", "up"]);
         for i in (1..=n).chain([9]) {
             let g = Guest {
                 ns: format!("{prefix}-{}", if i == 9 { "peer".to_string() } else { format!("g{i}") }),
@@ -130,23 +136,8 @@ impl TestHost {
     /// (198.51.100.2/24, the host is .1) and the peer on `v9`
     /// (203.0.113.2/24, the host is .1), with forwarding on.
     pub fn new_routed() -> TestHost {
-        require_root();
-        let id = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let prefix = format!("gwr{}x{id}", std::process::id());
-        let dir = std::env::temp_dir().join(&prefix);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        let host = format!("{prefix}-h");
-        let mut t = TestHost {
-            host: host.clone(),
-            guests: Vec::new(),
-            peer: Guest { ns: String::new(), port: String::new(), mac: String::new(), ip: String::new() },
-            namespaces: Vec::new(),
-            children: Vec::new(),
-            dir,
-        };
-        must(&["ip", "netns", "add", &host]);
-        t.namespaces.push(host.clone());
-        must(&["ip", "-n", &host, "link", "set", "lo", "up"]);
+        let (mut t, prefix) = TestHost::empty("gwr");
+        let host = t.host.clone();
         let _ = t.exec(&host, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
         for (i, net) in [(1, "198.51.100"), (9, "203.0.113")] {
             let g = Guest {
