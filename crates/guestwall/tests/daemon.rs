@@ -175,6 +175,21 @@ fn define_bind_redefine_heal_restart() {
     t.exec(&t.host.clone(), &["nft", "delete", "table", "bridge", "guestwall"]);
     wait_for(|| canonical(&t.ruleset_stateless()) == before, "healing after the bridge table was deleted");
 
+    // SIGHUP re-applies everything (and finds nothing to change).
+    let _ = std::process::Command::new("kill").args(["-HUP", &d.pid.to_string()]).status();
+    wait_for(
+        || {
+            std::fs::read_dir(&dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("daemon-"))
+                .any(|e| std::fs::read_to_string(e.path()).unwrap_or_default().contains("SIGHUP: guestwall's tables"))
+        },
+        "SIGHUP re-apply",
+    );
+    assert_eq!(canonical(&t.ruleset_stateless()), before, "SIGHUP changed the rules");
+
     // kill -9: the rules stay while the daemon is down; a restart changes nothing.
     let list = d.ok(&["binding", "list"]);
     t.kill9(d.pid);
