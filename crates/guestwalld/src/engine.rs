@@ -161,7 +161,16 @@ impl Engine {
         let plan = self.desired(&self.lib, &self.bindings, false)?;
         self.applied = None;
         self.load_plan(plan)?;
-        let verdict = if before == self.fingerprint { "unchanged" } else { "replaced" };
+        // nft lists chains in creation order and set elements in hash order;
+        // compare content, not listing order.
+        let canonical = |s: &Option<String>| {
+            s.as_ref().map(|t| {
+                let mut v: Vec<&str> = t.split([',', '\n']).map(str::trim).filter(|l| !l.is_empty()).collect();
+                v.sort_unstable();
+                v
+            })
+        };
+        let verdict = if canonical(&before) == canonical(&self.fingerprint) { "unchanged" } else { "replaced" };
         info!("{why}: guestwall's tables {verdict} ({} binding(s))", self.bindings.len());
         Ok(())
     }
