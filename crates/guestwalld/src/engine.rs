@@ -163,13 +163,13 @@ impl Engine {
         self.load_plan(plan)?;
         // nft lists chains in creation order and set elements in hash order;
         // compare content, not listing order.
-        let canonical = |s: &Option<String>| {
+        fn canonical(s: &Option<String>) -> Option<Vec<&str>> {
             s.as_ref().map(|t| {
                 let mut v: Vec<&str> = t.split([',', '\n']).map(str::trim).filter(|l| !l.is_empty()).collect();
                 v.sort_unstable();
                 v
             })
-        };
+        }
         let verdict = if canonical(&before) == canonical(&self.fingerprint) { "unchanged" } else { "replaced" };
         info!("{why}: guestwall's tables {verdict} ({} binding(s))", self.bindings.len());
         Ok(())
