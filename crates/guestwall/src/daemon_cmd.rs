@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
 pub enum BindingCmd {
-    /// Bind a filter to a port (<filterbinding> XML or JSON).
+    /// Bind a filter to a port (<filterbinding> XML or JSON); several files
+    /// are bound in one transaction, all or none.
     Create {
-        /// The binding document.
-        file: PathBuf,
+        /// The binding documents.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -98,7 +100,13 @@ fn read(path: &Path) -> Result<String> {
 
 pub fn binding(socket: &Path, cmd: BindingCmd) -> Result<Outcome> {
     match cmd {
-        BindingCmd::Create { file, json } => send(socket, Request::BindingCreate { document: read(&file)? }, json),
+        BindingCmd::Create { files, json } => {
+            let req = match files.as_slice() {
+                [one] => Request::BindingCreate { document: read(one)? },
+                many => Request::BindingCreateBatch { documents: many.iter().map(|f| read(f)).collect::<Result<_>>()? },
+            };
+            send(socket, req, json)
+        }
         BindingCmd::Delete { portdev, json } => send(socket, Request::BindingDelete { portdev }, json),
         BindingCmd::List { json } => send(socket, Request::BindingList, json),
         BindingCmd::Dumpxml { portdev, json } => send(socket, Request::BindingDumpxml { portdev }, json),

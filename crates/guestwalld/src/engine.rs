@@ -25,6 +25,9 @@ pub struct Engine {
     features: Features,
     applied: Option<Plan>,
     fingerprint: Option<String>,
+    /// Compiled bindings for the current library, by port (cleared when the
+    /// library changes): a request about one binding compiles only it.
+    compiled: std::cell::RefCell<BTreeMap<String, (Binding, gw_ir::PortProgram)>>,
 }
 
 fn read_back() -> Option<String> {
@@ -102,6 +105,7 @@ impl Engine {
             features,
             applied: None,
             fingerprint: None,
+            compiled: Default::default(),
         })
     }
 
@@ -117,17 +121,42 @@ impl Engine {
     /// With `strict`, a binding that cannot be compiled is an error;
     /// without, it is logged and left out (start-up, port events).
     fn desired(&self, lib: &Library, bindings: &BTreeMap<String, Binding>, strict: bool) -> Result<Plan, ApiError> {
+        // The cache holds programs compiled against self.lib only.
+        let cached = std::ptr::eq(lib, &self.lib);
+        let mut cache = self.compiled.borrow_mut();
+        let mut templates: BTreeMap<String, gw_ir::PortProgram> = BTreeMap::new();
         let mut inputs = Vec::new();
         for b in bindings.values() {
             if !port_exists(&b.portdev) {
                 continue;
             }
-            match gw_ir::bind(lib, b) {
-                Ok(bound) => inputs.push(PortInput {
+            let compiled = (|| -> Result<(gw_ir::PortProgram, gw_ir::PortProgram), gw_ir::BindError> {
+                let template = match templates.get(&b.filterref.filter) {
+                    Some(t) => t.clone(),
+                    None => {
+                        let t = gw_ir::template_of(lib, b)?;
+                        templates.insert(b.filterref.filter.clone(), t.clone());
+                        t
+                    }
+                };
+                let concrete = match cache.get(&b.portdev) {
+                    Some((cb, prog)) if cached && cb == b => prog.clone(),
+                    _ => {
+                        let (_, prog) = gw_ir::concrete_of(lib, b)?;
+                        if cached {
+                            cache.insert(b.portdev.clone(), (b.clone(), prog.clone()));
+                        }
+                        prog
+                    }
+                };
+                Ok((template, concrete))
+            })();
+            match compiled {
+                Ok((template, concrete)) => inputs.push(PortInput {
                     port: b.portdev.clone(),
                     key: b.filterref.filter.clone(),
-                    template: bound.template,
-                    concrete: bound.concrete,
+                    template,
+                    concrete,
                     routed: gw_nft::port_is_routed(&b.portdev),
                 }),
                 Err(e) if strict => return Err(err(ErrorCode::Invalid, e.to_string())),
@@ -157,6 +186,7 @@ impl Engine {
     /// Start-up and SIGHUP: replace guestwall's tables with the stored state
     /// in one transaction (no flush first, so no window).
     pub fn apply_all(&mut self, why: &str) -> Result<(), ApiError> {
+        let started = std::time::Instant::now();
         let before = read_back();
         let plan = self.desired(&self.lib, &self.bindings, false)?;
         self.applied = None;
@@ -171,7 +201,12 @@ impl Engine {
             })
         }
         let verdict = if canonical(&before) == canonical(&self.fingerprint) { "unchanged" } else { "replaced" };
-        info!("{why}: guestwall's tables {verdict} ({} binding(s))", self.bindings.len());
+        info!(
+            "{why}: guestwall's tables {verdict} ({} binding(s), {} active) in {:?}",
+            self.bindings.len(),
+            self.applied.as_ref().map_or(0, |p| p.port_count()),
+            started.elapsed()
+        );
         Ok(())
     }
 
@@ -234,7 +269,8 @@ impl Engine {
                 Some((f, _)) => Ok(Response::Xml { xml: gw_xml::write_filter(f) }),
                 None => Err(err(ErrorCode::NotFound, format!("no filter named '{name}'"))),
             },
-            Request::BindingCreate { document } => self.bind(&document),
+            Request::BindingCreate { document } => self.bind(&[document]),
+            Request::BindingCreateBatch { documents } => self.bind(&documents),
             Request::BindingDelete { portdev } => self.unbind(&portdev),
             Request::BindingList => Ok(Response::Bindings {
                 bindings: self
@@ -331,6 +367,7 @@ impl Engine {
         match self.load_plan(plan) {
             Ok(m) => {
                 self.lib = lib;
+                self.compiled.borrow_mut().clear();
                 info!("filter {name} defined: {m}");
                 Ok(Response::Ok {
                     message: format!("filter {name} defined ({m})"),
@@ -365,36 +402,60 @@ impl Engine {
         let path = self.filter_path(name);
         remove_durable(&path).map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
         self.lib = Library::with_dir(&self.config_dir).map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
+        self.compiled.borrow_mut().clear();
         info!("filter {name} undefined");
         Ok(Response::Ok { message: format!("filter {name} undefined"), warnings: Vec::new() })
     }
 
-    fn bind(&mut self, document: &str) -> Result<Response, ApiError> {
-        let (b, warnings) = parse_binding(document)?;
-        let port = b.portdev.clone();
-        if self.bindings.contains_key(&port) {
-            return Err(err(ErrorCode::Exists, format!("port {port} is already bound (delete its binding first)")));
-        }
-        if self.lib.get(&b.filterref.filter).is_none() {
-            return Err(err(ErrorCode::NotFound, format!("port {port}: unknown filter '{}'", b.filterref.filter)));
-        }
-        // Compile it even when the port does not exist yet, so errors show now.
-        gw_ir::bind(&self.lib, &b).map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
+    fn bind(&mut self, documents: &[String]) -> Result<Response, ApiError> {
         let mut bindings = self.bindings.clone();
-        bindings.insert(port.clone(), b.clone());
+        let mut added = Vec::new();
+        let mut warnings = Vec::new();
+        for document in documents {
+            let (b, w) = parse_binding(document)?;
+            warnings.extend(w);
+            let port = b.portdev.clone();
+            if bindings.contains_key(&port) {
+                return Err(err(ErrorCode::Exists, format!("port {port} is already bound (delete its binding first)")));
+            }
+            if self.lib.get(&b.filterref.filter).is_none() {
+                return Err(err(ErrorCode::NotFound, format!("port {port}: unknown filter '{}'", b.filterref.filter)));
+            }
+            // Compile it even when the port does not exist yet, so errors show now.
+            gw_ir::concrete_of(&self.lib, &b).map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
+            bindings.insert(port.clone(), b.clone());
+            added.push(b);
+        }
         let plan = self.desired(&self.lib, &bindings, true)?;
-        let path = self.binding_path(&port);
-        write_atomic(&path, gw_xml::write_binding(&b).as_bytes())
-            .map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
+        let mut written: Vec<PathBuf> = Vec::new();
+        for b in &added {
+            let path = self.binding_path(&b.portdev);
+            if let Err(e) = write_atomic(&path, gw_xml::write_binding(b).as_bytes()) {
+                for p in written.iter() {
+                    let _ = remove_durable(p);
+                }
+                return Err(err(ErrorCode::Storage, e.to_string()));
+            }
+            written.push(path);
+        }
         match self.load_plan(plan) {
             Ok(m) => {
                 self.bindings = bindings;
-                let state = if port_exists(&port) { "active" } else { "waiting for the interface" };
-                info!("binding {port} -> {} created, {state}: {m}", b.filterref.filter);
-                Ok(Response::Ok { message: format!("binding for {port} created, {state}"), warnings })
+                let message = if let [b] = added.as_slice() {
+                    let port = &b.portdev;
+                    let state = if port_exists(port) { "active" } else { "waiting for the interface" };
+                    info!("binding {port} -> {} created, {state}: {m}", b.filterref.filter);
+                    format!("binding for {port} created, {state}")
+                } else {
+                    info!("{} bindings created: {m}", added.len());
+                    format!("{} bindings created ({m})", added.len())
+                };
+                Ok(Response::Ok { message, warnings })
             }
             Err(e) => {
-                let _ = remove_durable(&path);
+                for p in written.iter() {
+                    let _ = remove_durable(p);
+                }
                 Err(e)
             }
         }

@@ -48,6 +48,11 @@ pub enum Request {
         /// The `<filterbinding>` XML or JSON.
         document: String,
     },
+    /// Bind several ports in one transaction (all or none).
+    BindingCreateBatch {
+        /// The `<filterbinding>` XML or JSON documents.
+        documents: Vec<String>,
+    },
     /// Remove a port's binding.
     BindingDelete {
         /// The port.

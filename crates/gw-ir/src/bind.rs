@@ -58,14 +58,29 @@ pub fn binding_params(b: &Binding) -> Params {
 /// Resolves and lowers a binding. `$IP`/`$IPV6` may be absent: rules that
 /// need them then match nothing (until learning provides them).
 pub fn bind(src: &dyn FilterSource, b: &Binding) -> Result<Bound, BindError> {
-    let port = || b.portdev.clone();
-    let filter = src
-        .filter(&b.filterref.filter)
-        .ok_or_else(|| BindError::UnknownFilter { port: port(), filter: b.filterref.filter.clone() })?;
-    let resolved = resolve_with(src, filter, &binding_params(b), &ResolveOptions::for_binding())
-        .map_err(|source| BindError::Resolve { port: port(), source })?;
-    let shape = template(src, filter).map_err(|source| BindError::Resolve { port: port(), source })?;
-    let concrete = lower(&resolved).map_err(|e| BindError::Lower { port: port(), source: Box::new(e) })?;
-    let template = lower(&shape).map_err(|e| BindError::Lower { port: port(), source: Box::new(e) })?;
+    let template = template_of(src, b)?;
+    let (resolved, concrete) = concrete_of(src, b)?;
     Ok(Bound { template, concrete, resolved })
+}
+
+fn filter_of<'a>(src: &'a dyn FilterSource, b: &Binding) -> Result<&'a gw_model::Filter, BindError> {
+    src.filter(&b.filterref.filter)
+        .ok_or_else(|| BindError::UnknownFilter { port: b.portdev.clone(), filter: b.filterref.filter.clone() })
+}
+
+/// The program shape of a binding's filter, the same for every port bound to
+/// it (callers bind many ports to one filter: compute it once per filter).
+pub fn template_of(src: &dyn FilterSource, b: &Binding) -> Result<PortProgram, BindError> {
+    let port = || b.portdev.clone();
+    let shape = template(src, filter_of(src, b)?).map_err(|source| BindError::Resolve { port: port(), source })?;
+    lower(&shape).map_err(|e| BindError::Lower { port: port(), source: Box::new(e) })
+}
+
+/// A binding's own rules and program.
+pub fn concrete_of(src: &dyn FilterSource, b: &Binding) -> Result<(Resolved, PortProgram), BindError> {
+    let port = || b.portdev.clone();
+    let resolved = resolve_with(src, filter_of(src, b)?, &binding_params(b), &ResolveOptions::for_binding())
+        .map_err(|source| BindError::Resolve { port: port(), source })?;
+    let concrete = lower(&resolved).map_err(|e| BindError::Lower { port: port(), source: Box::new(e) })?;
+    Ok((resolved, concrete))
 }
