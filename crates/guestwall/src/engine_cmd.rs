@@ -106,9 +106,9 @@ fn ruleset(args: &EngineArgs) -> Result<Option<(String, Features)>> {
             Ok(bound) => inputs.push(PortInput {
                 port: b.portdev.clone(),
                 key: b.filterref.filter.clone(),
-                template: bound.template,
+                template: bound.template.into(),
                 routed: gw_nft::port_is_routed(&b.portdev),
-                concrete: bound.concrete,
+                concrete: bound.concrete.into(),
             }),
             Err(e) => {
                 eprintln!("{}: {e}", path.display());

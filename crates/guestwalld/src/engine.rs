@@ -10,6 +10,7 @@ use gw_nft::{Features, Plan, PortInput};
 use gw_store::{list, remove_durable, write_atomic};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tracing::{error, info, warn};
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ApiError {
@@ -27,13 +28,19 @@ pub struct Engine {
     fingerprint: Option<String>,
     /// Compiled bindings for the current library, by port (cleared when the
     /// library changes): a request about one binding compiles only it.
-    compiled: std::cell::RefCell<BTreeMap<String, (Binding, gw_ir::PortProgram)>>,
+    compiled: std::cell::RefCell<BTreeMap<String, (Binding, Arc<gw_ir::PortProgram>)>>,
 }
 
 fn read_back() -> Option<String> {
     let mut out = String::new();
     for family in ["bridge", "inet"] {
-        let o = std::process::Command::new("nft").args(["-s", "list", "table", family, gw_nft::TABLE]).output().ok()?;
+        // Terse (-t): without set elements, so reading back stays cheap with
+        // thousands of ports; flushes, deletions and edits of chains, rules
+        // and sets are all seen.
+        let o = std::process::Command::new("nft")
+            .args(["-s", "-t", "list", "table", family, gw_nft::TABLE])
+            .output()
+            .ok()?;
         if !o.status.success() {
             return None;
         }
@@ -124,17 +131,17 @@ impl Engine {
         // The cache holds programs compiled against self.lib only.
         let cached = std::ptr::eq(lib, &self.lib);
         let mut cache = self.compiled.borrow_mut();
-        let mut templates: BTreeMap<String, gw_ir::PortProgram> = BTreeMap::new();
+        let mut templates: BTreeMap<String, Arc<gw_ir::PortProgram>> = BTreeMap::new();
         let mut inputs = Vec::new();
         for b in bindings.values() {
             if !port_exists(&b.portdev) {
                 continue;
             }
-            let compiled = (|| -> Result<(gw_ir::PortProgram, gw_ir::PortProgram), gw_ir::BindError> {
+            let compiled = (|| -> Result<(Arc<gw_ir::PortProgram>, Arc<gw_ir::PortProgram>), gw_ir::BindError> {
                 let template = match templates.get(&b.filterref.filter) {
                     Some(t) => t.clone(),
                     None => {
-                        let t = gw_ir::template_of(lib, b)?;
+                        let t = Arc::new(gw_ir::template_of(lib, b)?);
                         templates.insert(b.filterref.filter.clone(), t.clone());
                         t
                     }
@@ -142,7 +149,7 @@ impl Engine {
                 let concrete = match cache.get(&b.portdev) {
                     Some((cb, prog)) if cached && cb == b => prog.clone(),
                     _ => {
-                        let (_, prog) = gw_ir::concrete_of(lib, b)?;
+                        let prog = Arc::new(gw_ir::concrete_of(lib, b)?.1);
                         if cached {
                             cache.insert(b.portdev.clone(), (b.clone(), prog.clone()));
                         }
@@ -188,7 +195,11 @@ impl Engine {
     pub fn apply_all(&mut self, why: &str) -> Result<(), ApiError> {
         let started = std::time::Instant::now();
         let before = read_back();
-        let plan = self.desired(&self.lib, &self.bindings, false)?;
+        let plan = match self.applied.take() {
+            // Healing: what we loaded is still what we want.
+            Some(p) if why == "healing" => p,
+            _ => self.desired(&self.lib, &self.bindings, false)?,
+        };
         self.applied = None;
         self.load_plan(plan)?;
         // nft lists chains in creation order and set elements in hash order;
@@ -421,8 +432,10 @@ impl Engine {
             if self.lib.get(&b.filterref.filter).is_none() {
                 return Err(err(ErrorCode::NotFound, format!("port {port}: unknown filter '{}'", b.filterref.filter)));
             }
-            // Compile it even when the port does not exist yet, so errors show now.
-            gw_ir::concrete_of(&self.lib, &b).map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
+            // Compile it even when the port does not exist yet, so errors show
+            // now; keep the result for planning.
+            let (_, prog) = gw_ir::concrete_of(&self.lib, &b).map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
+            self.compiled.borrow_mut().insert(port.clone(), (b.clone(), Arc::new(prog)));
             bindings.insert(port.clone(), b.clone());
             added.push(b);
         }

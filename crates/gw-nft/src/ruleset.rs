@@ -63,10 +63,10 @@ pub struct PortInput {
     pub port: String,
     /// What ports with the same program shape share (the filter's name).
     pub key: String,
-    /// The filter's program with variables in place.
-    pub template: PortProgram,
+    /// The filter's program with variables in place (shared: one per filter).
+    pub template: std::sync::Arc<PortProgram>,
     /// This port's program with its values.
-    pub concrete: PortProgram,
+    pub concrete: std::sync::Arc<PortProgram>,
     /// The port is a routed tap (not a bridge port): it is filtered in the
     /// inet family on the tap itself.
     pub routed: bool,
@@ -467,7 +467,7 @@ pub fn plan(ports: &[PortInput], features: Features) -> Result<Plan, BuildError>
     for ((routed, key, own), members) in &groups {
         let shared = own.is_none();
         let group = group_name(key, own.as_deref(), *routed);
-        let pairs: Vec<(&str, &PortProgram)> = members.iter().map(|p| (p.port.as_str(), &p.concrete)).collect();
+        let pairs: Vec<(&str, &PortProgram)> = members.iter().map(|p| (p.port.as_str(), &*p.concrete)).collect();
         let prog = if shared { &members[0].template } else { &members[0].concrete };
         for side in Side::BOTH {
             let ctx = Ctx {

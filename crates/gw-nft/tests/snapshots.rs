@@ -42,8 +42,8 @@ fn builtin_rulesets() {
             inputs.push(PortInput {
                 port: b.portdev,
                 key: name.to_string(),
-                template: bound.template,
-                concrete: bound.concrete,
+                template: bound.template.into(),
+                concrete: bound.concrete.into(),
                 routed: false,
             });
         }
@@ -71,15 +71,15 @@ fn bridge_conntrack_path_uses_ct_state() {
         PortInput {
             port: "vnet1".into(),
             key: "allow-dhcp".into(),
-            template: bound.template,
-            concrete: bound.concrete,
+            template: bound.template.into(),
+            concrete: bound.concrete.into(),
             routed: false,
         },
         PortInput {
             port: "vnet2".into(),
             key: "web".into(),
-            template: bound2.template,
-            concrete: bound2.concrete,
+            template: bound2.template.into(),
+            concrete: bound2.concrete.into(),
             routed: false,
         },
     ];
@@ -95,8 +95,8 @@ fn routed_port_uses_the_inet_family() {
     let inputs = vec![PortInput {
         port: "tap0".into(),
         key: "clean-traffic".into(),
-        template: bound.template,
-        concrete: bound.concrete,
+        template: bound.template.into(),
+        concrete: bound.concrete.into(),
         routed: true,
     }];
     let f = Features { state: StateSource::BrNetfilterMark, bridge_reject: false };
