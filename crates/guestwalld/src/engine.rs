@@ -176,6 +176,7 @@ impl Engine {
     /// Loads `plan` into the kernel: only what changed since the last plan,
     /// in one transaction.
     fn load_plan(&mut self, plan: Plan) -> Result<String, ApiError> {
+        let t0 = std::time::Instant::now();
         let script = match &self.applied {
             Some(old) => plan.render_update(old),
             None => plan.render_full(),
@@ -183,10 +184,19 @@ impl Engine {
         if script.is_empty() {
             return Ok("the kernel already matches".into());
         }
+        let t1 = std::time::Instant::now();
         gw_nft::run_nft(&script, false).map_err(|e| err(ErrorCode::Kernel, e.to_string()))?;
+        let t2 = std::time::Instant::now();
         let lines = script.lines().filter(|l| !l.starts_with('#')).count();
         self.applied = Some(plan);
         self.fingerprint = read_back();
+        tracing::debug!(
+            "render {:?}, nft {:?} ({} bytes), read back {:?}",
+            t1 - t0,
+            t2 - t1,
+            script.len(),
+            t2.elapsed()
+        );
         Ok(format!("one transaction of {lines} line(s)"))
     }
 
@@ -200,6 +210,7 @@ impl Engine {
             Some(p) if why == "healing" => p,
             _ => self.desired(&self.lib, &self.bindings, false)?,
         };
+        tracing::debug!("read back and planned in {:?}", started.elapsed());
         self.applied = None;
         self.load_plan(plan)?;
         // nft lists chains in creation order and set elements in hash order;
