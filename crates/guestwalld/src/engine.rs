@@ -451,16 +451,14 @@ impl Engine {
             added.push(b);
         }
         let plan = self.desired(&self.lib, &bindings, true)?;
-        let mut written: Vec<PathBuf> = Vec::new();
-        for b in &added {
-            let path = self.binding_path(&b.portdev);
-            if let Err(e) = write_atomic(&path, gw_xml::write_binding(b).as_bytes()) {
-                for p in written.iter() {
-                    let _ = remove_durable(p);
-                }
-                return Err(err(ErrorCode::Storage, e.to_string()));
+        let files: Vec<(PathBuf, Vec<u8>)> =
+            added.iter().map(|b| (self.binding_path(&b.portdev), gw_xml::write_binding(b).into_bytes())).collect();
+        let written: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
+        if let Err(e) = gw_store::write_many(&files) {
+            for p in written.iter() {
+                let _ = remove_durable(p);
             }
-            written.push(path);
+            return Err(err(ErrorCode::Storage, e.to_string()));
         }
         match self.load_plan(plan) {
             Ok(m) => {
