@@ -5,7 +5,7 @@
 use criterion::{criterion_group, criterion_main, Criterion};
 use gw_builtins::{Library, BUILTINS};
 use gw_model::{Binding, FilterRef, MacAddr, Owner};
-use gw_nft::{plan, Features, PortInput, StateSource};
+use gw_nft::{plan, port_input, Features, PortInput, StateSource};
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -56,13 +56,13 @@ fn pipeline(c: &mut Criterion) {
             for (name, _) in BUILTINS {
                 let bd = binding(1, name);
                 let bound = gw_ir::bind(&lib, &bd).expect("binds");
-                let input = PortInput {
-                    port: bd.portdev,
-                    key: name.to_string(),
-                    template: Arc::new(bound.template),
-                    concrete: Arc::new(bound.concrete),
-                    routed: false,
-                };
+                let input = port_input(
+                    bd.portdev,
+                    name.to_string(),
+                    Arc::new(bound.template),
+                    &Arc::new(bound.concrete),
+                    false,
+                );
                 black_box(plan(&[input], f).expect("plans").render_full());
             }
         })
@@ -71,13 +71,8 @@ fn pipeline(c: &mut Criterion) {
     let inputs: Vec<PortInput> = (1..=1000)
         .map(|i| {
             let bd = binding(i, "clean-traffic");
-            PortInput {
-                port: bd.portdev.clone(),
-                key: "clean-traffic".into(),
-                template: template.clone(),
-                concrete: Arc::new(gw_ir::concrete_of(&lib, &bd).expect("binds").1),
-                routed: false,
-            }
+            let concrete = Arc::new(gw_ir::concrete_of(&lib, &bd).expect("binds").1);
+            port_input(bd.portdev.clone(), "clean-traffic".into(), template.clone(), &concrete, false)
         })
         .collect();
     c.bench_function("plan+render clean-traffic, 1000 ports", |b| {

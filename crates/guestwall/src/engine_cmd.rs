@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use gw_builtins::Library;
 use gw_model::Binding;
-use gw_nft::{Features, PortInput, StateSource};
+use gw_nft::{Features, StateSource};
 use gw_xml::read_binding;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -103,13 +103,13 @@ fn ruleset(args: &EngineArgs) -> Result<Option<(String, Features)>> {
             continue;
         };
         match gw_ir::bind(&lib, &b) {
-            Ok(bound) => inputs.push(PortInput {
-                port: b.portdev.clone(),
-                key: b.filterref.filter.clone(),
-                template: bound.template.into(),
-                routed: gw_nft::port_is_routed(&b.portdev),
-                concrete: bound.concrete.into(),
-            }),
+            Ok(bound) => inputs.push(gw_nft::port_input(
+                b.portdev.clone(),
+                b.filterref.filter.clone(),
+                bound.template.into(),
+                &bound.concrete.into(),
+                gw_nft::port_is_routed(&b.portdev),
+            )),
             Err(e) => {
                 eprintln!("{}: {e}", path.display());
                 ok = false;

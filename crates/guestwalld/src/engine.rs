@@ -28,7 +28,7 @@ pub struct Engine {
     fingerprint: Option<String>,
     /// Compiled bindings for the current library, by port (cleared when the
     /// library changes): a request about one binding compiles only it.
-    compiled: std::cell::RefCell<BTreeMap<String, (Binding, Arc<gw_ir::PortProgram>)>>,
+    compiled: std::cell::RefCell<BTreeMap<String, (Binding, PortInput)>>,
 }
 
 fn read_back() -> Option<String> {
@@ -137,7 +137,16 @@ impl Engine {
             if !port_exists(&b.portdev) {
                 continue;
             }
-            let compiled = (|| -> Result<(Arc<gw_ir::PortProgram>, Arc<gw_ir::PortProgram>), gw_ir::BindError> {
+            let routed = gw_nft::port_is_routed(&b.portdev);
+            if cached {
+                if let Some((cb, input)) = cache.get(&b.portdev) {
+                    if cb == b && input.routed == routed {
+                        inputs.push(input.clone());
+                        continue;
+                    }
+                }
+            }
+            let compiled = (|| -> Result<PortInput, gw_ir::BindError> {
                 let template = match templates.get(&b.filterref.filter) {
                     Some(t) => t.clone(),
                     None => {
@@ -146,26 +155,18 @@ impl Engine {
                         t
                     }
                 };
-                let concrete = match cache.get(&b.portdev) {
-                    Some((cb, prog)) if cached && cb == b => prog.clone(),
-                    _ => {
-                        let prog = Arc::new(gw_ir::concrete_of(lib, b)?.1);
-                        if cached {
-                            cache.insert(b.portdev.clone(), (b.clone(), prog.clone()));
-                        }
-                        prog
-                    }
-                };
-                Ok((template, concrete))
+                let concrete = Arc::new(gw_ir::concrete_of(lib, b)?.1);
+                // Only the port's values are kept (its whole program only if
+                // its filter cannot share chains): memory per port stays small.
+                Ok(gw_nft::port_input(b.portdev.clone(), b.filterref.filter.clone(), template, &concrete, routed))
             })();
             match compiled {
-                Ok((template, concrete)) => inputs.push(PortInput {
-                    port: b.portdev.clone(),
-                    key: b.filterref.filter.clone(),
-                    template,
-                    concrete,
-                    routed: gw_nft::port_is_routed(&b.portdev),
-                }),
+                Ok(input) => {
+                    if cached {
+                        cache.insert(b.portdev.clone(), (b.clone(), input.clone()));
+                    }
+                    inputs.push(input);
+                }
                 Err(e) if strict => return Err(err(ErrorCode::Invalid, e.to_string())),
                 Err(e) => error!("binding for {} left out: {e}", b.portdev),
             }
@@ -443,10 +444,8 @@ impl Engine {
             if self.lib.get(&b.filterref.filter).is_none() {
                 return Err(err(ErrorCode::NotFound, format!("port {port}: unknown filter '{}'", b.filterref.filter)));
             }
-            // Compile it even when the port does not exist yet, so errors show
-            // now; keep the result for planning.
-            let (_, prog) = gw_ir::concrete_of(&self.lib, &b).map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
-            self.compiled.borrow_mut().insert(port.clone(), (b.clone(), Arc::new(prog)));
+            // Compile it even when the port does not exist yet, so errors show now.
+            gw_ir::concrete_of(&self.lib, &b).map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
             bindings.insert(port.clone(), b.clone());
             added.push(b);
         }

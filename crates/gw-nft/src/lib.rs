@@ -11,4 +11,18 @@ pub mod ruleset;
 
 pub use client::{enable_bridge_nf_call, port_is_routed, probe, run_nft, NftError};
 pub use expr::StateSource;
-pub use ruleset::{build, plan, BuildError, Features, Plan, PortInput, TABLE};
+
+/// A port's input for [`plan`] from its programs, keeping the whole
+/// program only when its filter cannot share chains.
+pub fn port_input(
+    port: String,
+    key: String,
+    template: std::sync::Arc<gw_ir::PortProgram>,
+    concrete: &std::sync::Arc<gw_ir::PortProgram>,
+    routed: bool,
+) -> PortInput {
+    let values = std::sync::Arc::new(port_values(&template, concrete));
+    let concrete = if shareable(&template) { None } else { Some(concrete.clone()) };
+    PortInput { port, key, template, concrete, values, routed }
+}
+pub use ruleset::{build, plan, port_values, shareable, BuildError, Features, Plan, PortInput, PortValues, TABLE};

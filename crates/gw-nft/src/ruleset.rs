@@ -65,8 +65,12 @@ pub struct PortInput {
     pub key: String,
     /// The filter's program with variables in place (shared: one per filter).
     pub template: std::sync::Arc<PortProgram>,
-    /// This port's program with its values.
-    pub concrete: std::sync::Arc<PortProgram>,
+    /// This port's program with its values. Needed only when its filter
+    /// cannot share chains (see [`shareable`]); otherwise [`PortInput::values`]
+    /// is all that is used.
+    pub concrete: Option<std::sync::Arc<PortProgram>>,
+    /// This port's values for the template's per-port sets ([`port_values`]).
+    pub values: std::sync::Arc<PortValues>,
     /// The port is a routed tap (not a bridge port): it is filtered in the
     /// inet family on the tap itself.
     pub routed: bool,
@@ -139,7 +143,7 @@ struct Ctx<'a> {
     bridge_reject: bool,
     /// Ports sharing these chains with their concrete programs; empty when
     /// the chains are a single port's own (all values constant).
-    ports: &'a [(&'a str, &'a PortProgram)],
+    ports: &'a [(&'a str, &'a PortValues)],
     port_for_errors: &'a str,
     /// Rendering for routed ports, in the inet family on the tap itself.
     routed: bool,
@@ -243,13 +247,15 @@ impl Ctx<'_> {
             let typeof_s = typeof_.join(" . ");
             let name = format!("{}_{layer_tag}_i{}{rev}_{:04x}", self.prefix(), r.inst, fnv(&typeof_s) & 0xffff);
             let mut elements = Vec::new();
-            for (port, prog) in self.ports {
-                for cr in concrete_rules(prog.side(self.side), r) {
+            for (port, pv) in self.ports {
+                for expansion in pv.expansions(self.side, r) {
                     let mut parts = vec![format!("\"{port}\"")];
-                    for &i in &var_idx {
-                        let c = cr.conds.get(i).ok_or_else(|| {
-                            err(ExprError(format!("port {port}: its program does not line up with the template")))
-                        })?;
+                    if expansion.len() != var_idx.len() {
+                        return Err(err(ExprError(format!(
+                            "port {port}: its program does not line up with the template"
+                        ))));
+                    }
+                    for c in expansion {
                         parts.push(element(c).map_err(err)?);
                     }
                     elements.push(parts.join(" . "));
@@ -350,15 +356,38 @@ impl Ctx<'_> {
     }
 }
 
-/// The concrete rules that expand template rule `t` on a side.
-fn concrete_rules<'a>(p: &'a SideProgram, t: &'a IrRule) -> impl Iterator<Item = &'a IrRule> + 'a {
-    let root = p.root.iter().filter_map(|i| match i {
-        L2Item::Rule(r) => Some(r),
-        L2Item::Jump { .. } => None,
-    });
-    root.chain(p.chains.iter().flat_map(|c| c.rules.iter()))
-        .chain(p.ip.iter())
-        .filter(move |r| r.inst == t.inst && r.reversed == t.reversed)
+/// What one port contributes to its filter's shared sets: for each template
+/// rule that uses variables (by side, instance and reversal), the values of
+/// those conditions in each of the rule's expansions. Much smaller than the
+/// port's whole program, which is what a daemon with thousands of ports
+/// keeps per port.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PortValues {
+    by_rule: BTreeMap<(Side, usize, bool), Vec<Vec<gw_ir::Cond>>>,
+}
+
+impl PortValues {
+    fn expansions(&self, side: Side, t: &IrRule) -> impl Iterator<Item = &Vec<gw_ir::Cond>> {
+        self.by_rule.get(&(side, t.inst, t.reversed)).into_iter().flatten()
+    }
+}
+
+/// Extracts a port's values for the sets of `template` from its program.
+pub fn port_values(template: &PortProgram, concrete: &PortProgram) -> PortValues {
+    let mut by_rule: BTreeMap<(Side, usize, bool), Vec<Vec<gw_ir::Cond>>> = BTreeMap::new();
+    for side in Side::BOTH {
+        for t in rules_of(template.side(side)) {
+            let var_idx: Vec<usize> = (0..t.conds.len()).filter(|i| has_var(&t.conds[*i])).collect();
+            if var_idx.is_empty() {
+                continue;
+            }
+            let entry = by_rule.entry((side, t.inst, t.reversed)).or_default();
+            for r in rules_of(concrete.side(side)).filter(|r| r.inst == t.inst && r.reversed == t.reversed) {
+                entry.push(var_idx.iter().filter_map(|i| r.conds.get(*i).cloned()).collect());
+            }
+        }
+    }
+    PortValues { by_rule }
 }
 
 fn rules_of(p: &SideProgram) -> impl Iterator<Item = &IrRule> {
@@ -372,8 +401,9 @@ fn rules_of(p: &SideProgram) -> impl Iterator<Item = &IrRule> {
         .chain(p.ip.iter())
 }
 
-/// Whether every variable of a template can be looked up in sets.
-fn shareable(t: &PortProgram) -> bool {
+/// Whether every variable of a template can be looked up in sets (else each
+/// port gets its own chains, built from its whole program).
+pub fn shareable(t: &PortProgram) -> bool {
     Side::BOTH.iter().all(|s| rules_of(t.side(*s)).all(|r| r.conds.iter().all(|c| !has_var(c) || settable(c))))
 }
 
@@ -467,8 +497,17 @@ pub fn plan(ports: &[PortInput], features: Features) -> Result<Plan, BuildError>
     for ((routed, key, own), members) in &groups {
         let shared = own.is_none();
         let group = group_name(key, own.as_deref(), *routed);
-        let pairs: Vec<(&str, &PortProgram)> = members.iter().map(|p| (p.port.as_str(), &*p.concrete)).collect();
-        let prog = if shared { &members[0].template } else { &members[0].concrete };
+        let pairs: Vec<(&str, &PortValues)> = members.iter().map(|p| (p.port.as_str(), &*p.values)).collect();
+        let prog: &PortProgram = if shared {
+            &members[0].template
+        } else {
+            members[0].concrete.as_deref().ok_or_else(|| BuildError::Rule {
+                port: members[0].port.clone(),
+                filter: key.clone(),
+                entry: 0,
+                source: ExprError("its filter cannot share chains, and its program was not given".into()),
+            })?
+        };
         for side in Side::BOTH {
             let ctx = Ctx {
                 group: &group,

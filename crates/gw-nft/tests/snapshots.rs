@@ -4,7 +4,7 @@
 
 use gw_builtins::{Library, BUILTINS};
 use gw_model::{Binding, FilterRef, MacAddr, Owner};
-use gw_nft::{build, Features, PortInput, StateSource};
+use gw_nft::{build, port_input, Features, StateSource};
 
 fn binding(port: &str, mac: &str, filter: &str, params: &[(&str, &str)]) -> Binding {
     Binding {
@@ -39,13 +39,7 @@ fn builtin_rulesets() {
             let p: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let b = binding(&format!("vnet{n}"), &format!("52:54:00:00:00:0{n}"), name, &p);
             let bound = gw_ir::bind(&lib, &b).unwrap_or_else(|e| panic!("{name}: {e}"));
-            inputs.push(PortInput {
-                port: b.portdev,
-                key: name.to_string(),
-                template: bound.template.into(),
-                concrete: bound.concrete.into(),
-                routed: false,
-            });
+            inputs.push(port_input(b.portdev, name.to_string(), bound.template.into(), &bound.concrete.into(), false));
         }
         let f = Features { state: StateSource::BrNetfilterMark, bridge_reject: false };
         let script = build(&inputs, f).unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -68,20 +62,8 @@ fn bridge_conntrack_path_uses_ct_state() {
     let b2 = binding("vnet2", "52:54:00:00:00:02", "web", &[]);
     let bound2 = gw_ir::bind(&lib2, &b2).expect("bind");
     let inputs = vec![
-        PortInput {
-            port: "vnet1".into(),
-            key: "allow-dhcp".into(),
-            template: bound.template.into(),
-            concrete: bound.concrete.into(),
-            routed: false,
-        },
-        PortInput {
-            port: "vnet2".into(),
-            key: "web".into(),
-            template: bound2.template.into(),
-            concrete: bound2.concrete.into(),
-            routed: false,
-        },
+        port_input("vnet1".into(), "allow-dhcp".into(), bound.template.into(), &bound.concrete.into(), false),
+        port_input("vnet2".into(), "web".into(), bound2.template.into(), &bound2.concrete.into(), false),
     ];
     let f = Features { state: StateSource::BridgeConntrack, bridge_reject: true };
     insta::assert_snapshot!("bridge-conntrack", build(&inputs, f).expect("build"));
@@ -92,13 +74,8 @@ fn routed_port_uses_the_inet_family() {
     let lib = Library::builtins().expect("built-ins");
     let b = binding("tap0", "52:54:00:00:00:01", "clean-traffic", &[("IP", "198.51.100.2")]);
     let bound = gw_ir::bind(&lib, &b).expect("bind");
-    let inputs = vec![PortInput {
-        port: "tap0".into(),
-        key: "clean-traffic".into(),
-        template: bound.template.into(),
-        concrete: bound.concrete.into(),
-        routed: true,
-    }];
+    let inputs =
+        vec![port_input("tap0".into(), "clean-traffic".into(), bound.template.into(), &bound.concrete.into(), true)];
     let f = Features { state: StateSource::BrNetfilterMark, bridge_reject: false };
     insta::assert_snapshot!("routed-clean-traffic", build(&inputs, f).expect("build"));
 }
