@@ -65,6 +65,28 @@ fn random_uuid() -> String {
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
+/// Compiles one binding into its planning input, reusing its filter's
+/// template from `templates`. Only the port's values are kept (its whole
+/// program only if its filter cannot share chains): memory per port stays
+/// small.
+fn compile(
+    lib: &Library,
+    b: &Binding,
+    routed: bool,
+    templates: &mut BTreeMap<String, Arc<gw_ir::PortProgram>>,
+) -> Result<PortInput, gw_ir::BindError> {
+    let template = match templates.get(&b.filterref.filter) {
+        Some(t) => t.clone(),
+        None => {
+            let t = Arc::new(gw_ir::template_of(lib, b)?);
+            templates.insert(b.filterref.filter.clone(), t.clone());
+            t
+        }
+    };
+    let concrete = Arc::new(gw_ir::concrete_of(lib, b)?.1);
+    Ok(gw_nft::port_input(b.portdev.clone(), b.filterref.filter.clone(), template, &concrete, routed))
+}
+
 fn parse_binding(doc: &str) -> Result<(Binding, Vec<String>), ApiError> {
     if doc.trim_start().starts_with('{') {
         let b: Binding = serde_json::from_str(doc)
@@ -146,21 +168,7 @@ impl Engine {
                     }
                 }
             }
-            let compiled = (|| -> Result<PortInput, gw_ir::BindError> {
-                let template = match templates.get(&b.filterref.filter) {
-                    Some(t) => t.clone(),
-                    None => {
-                        let t = Arc::new(gw_ir::template_of(lib, b)?);
-                        templates.insert(b.filterref.filter.clone(), t.clone());
-                        t
-                    }
-                };
-                let concrete = Arc::new(gw_ir::concrete_of(lib, b)?.1);
-                // Only the port's values are kept (its whole program only if
-                // its filter cannot share chains): memory per port stays small.
-                Ok(gw_nft::port_input(b.portdev.clone(), b.filterref.filter.clone(), template, &concrete, routed))
-            })();
-            match compiled {
+            match compile(lib, b, routed, &mut templates) {
                 Ok(input) => {
                     if cached {
                         cache.insert(b.portdev.clone(), (b.clone(), input.clone()));
@@ -434,6 +442,7 @@ impl Engine {
         let mut bindings = self.bindings.clone();
         let mut added = Vec::new();
         let mut warnings = Vec::new();
+        let mut templates = BTreeMap::new();
         for document in documents {
             let (b, w) = parse_binding(document)?;
             warnings.extend(w);
@@ -444,8 +453,11 @@ impl Engine {
             if self.lib.get(&b.filterref.filter).is_none() {
                 return Err(err(ErrorCode::NotFound, format!("port {port}: unknown filter '{}'", b.filterref.filter)));
             }
-            // Compile it even when the port does not exist yet, so errors show now.
-            gw_ir::concrete_of(&self.lib, &b).map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
+            // Compile it even when the port does not exist yet, so errors show
+            // now; planning reuses the result.
+            let input = compile(&self.lib, &b, gw_nft::port_is_routed(&port), &mut templates)
+                .map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
+            self.compiled.borrow_mut().insert(port.clone(), (b.clone(), input));
             bindings.insert(port.clone(), b.clone());
             added.push(b);
         }
