@@ -212,11 +212,16 @@ impl Engine {
     /// Start-up and SIGHUP: replace guestwall's tables with the stored state
     /// in one transaction (no flush first, so no window).
     pub fn apply_all(&mut self, why: &str) -> Result<(), ApiError> {
+        self.replace_tables(why, false)
+    }
+
+    /// Replaces guestwall's tables in one transaction; with `reuse`, with the
+    /// plan already in memory (healing: what we loaded is still what we want).
+    fn replace_tables(&mut self, why: &str, reuse: bool) -> Result<(), ApiError> {
         let started = std::time::Instant::now();
         let before = read_back();
         let plan = match self.applied.take() {
-            // Healing: what we loaded is still what we want.
-            Some(p) if why == "healing" => p,
+            Some(p) if reuse => p,
             _ => self.desired(&self.lib, &self.bindings, false)?,
         };
         tracing::debug!("read back and planned in {:?}", started.elapsed());
@@ -266,7 +271,7 @@ impl Engine {
         let what = if now.is_none() { "gone (flushed or deleted)" } else { "edited by someone else" };
         warn!("guestwall's tables are {what}: restoring them");
         let started = std::time::Instant::now();
-        match self.apply_all("healing") {
+        match self.replace_tables("healing", true) {
             Ok(()) => info!("restored in {:?}", started.elapsed()),
             Err(e) => error!("could not restore the rules: {e}"),
         }
