@@ -292,12 +292,15 @@ impl TestHost {
         self.exec(ns, &["python3", &h, "udp-query", ip, &port.to_string(), "1.5"]).status.success()
     }
 
-    /// Sends a scapy frame `expr` out of `from`'s eth0 and counts the frames
-    /// satisfying `test` (a Python expression over `p`) seen on `to`'s eth0.
-    pub fn frame_arrives(&self, from: &str, expr: &str, to: &str, test: &str) -> bool {
+    /// Runs a sniffer (`gwpkt.py ARGS`) in `to`, calls `send` once it is
+    /// ready, then closes its stdin (everything is sent) and returns what it
+    /// printed after its ready line, and its stderr.
+    fn sniff_around(&self, to: &str, args: &[&str], send: impl FnOnce()) -> (String, String) {
+        use std::io::Read;
         let h = helper();
         let mut sniffer = Command::new("ip")
-            .args(["netns", "exec", to, "python3", &h, "sniff", "eth0", "0.5", test])
+            .args(["netns", "exec", to, "python3", &h])
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -305,12 +308,9 @@ impl TestHost {
             .expect("start sniffer");
         let mut out = sniffer.stdout.take().expect("stdout");
         let mut buf = [0u8; 6];
-        use std::io::Read;
         out.read_exact(&mut buf).expect("sniffer ready");
         std::thread::sleep(Duration::from_millis(100));
-        let sent = self.exec(from, &["python3", &h, "send", "eth0", expr]);
-        assert!(sent.status.success(), "send failed: {}", String::from_utf8_lossy(&sent.stderr));
-        // Closing its stdin tells the sniffer everything was sent.
+        send();
         drop(sniffer.stdin.take());
         let mut rest = String::new();
         out.read_to_string(&mut rest).expect("sniffer output");
@@ -319,7 +319,19 @@ impl TestHost {
             let _ = e.read_to_string(&mut err);
         }
         let _ = sniffer.wait();
-        rest.trim().parse::<usize>().unwrap_or_else(|_| panic!("sniffer said {rest:?}: {err}")) > 0
+        (rest, err)
+    }
+
+    /// Sends a scapy frame `expr` out of `from`'s eth0 and tells whether a
+    /// frame satisfying `test` (a Python expression over `p`) was seen on
+    /// `to`'s eth0.
+    pub fn frame_arrives(&self, from: &str, expr: &str, to: &str, test: &str) -> bool {
+        let h = helper();
+        let (out, err) = self.sniff_around(to, &["sniff", "eth0", "0.5", test], || {
+            let sent = self.exec(from, &["python3", &h, "send", "eth0", expr]);
+            assert!(sent.status.success(), "send failed: {}", String::from_utf8_lossy(&sent.stderr));
+        });
+        out.trim().parse::<usize>().unwrap_or_else(|_| panic!("sniffer said {out:?}: {err}")) > 0
     }
 
     /// Sends the scapy frames `exprs` out of `from`'s eth0 and returns the
@@ -328,25 +340,11 @@ impl TestHost {
         let h = helper();
         let file = self.dir.join(format!("frames-{from}.txt"));
         std::fs::write(&file, exprs.join("\n")).expect("write frames");
-        let mut sniffer = Command::new("ip")
-            .args(["netns", "exec", to, "python3", &h, "sniff-tags", "eth0", "0.7"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sniffer");
-        let mut out = sniffer.stdout.take().expect("stdout");
-        let mut buf = [0u8; 6];
-        use std::io::Read;
-        out.read_exact(&mut buf).expect("sniffer ready");
-        std::thread::sleep(Duration::from_millis(100));
-        let sent = self.exec(from, &["python3", &h, "send-many", "eth0", &file.display().to_string()]);
-        assert!(sent.status.success(), "send failed: {}", String::from_utf8_lossy(&sent.stderr));
-        drop(sniffer.stdin.take());
-        let mut rest = String::new();
-        out.read_to_string(&mut rest).expect("sniffer output");
-        let _ = sniffer.wait();
-        rest.split_whitespace().map(str::to_string).collect()
+        let (out, _) = self.sniff_around(to, &["sniff-tags", "eth0", "0.7"], || {
+            let sent = self.exec(from, &["python3", &h, "send-many", "eth0", &file.display().to_string()]);
+            assert!(sent.status.success(), "send failed: {}", String::from_utf8_lossy(&sent.stderr));
+        });
+        out.split_whitespace().map(str::to_string).collect()
     }
 
     /// The host's ruleset without counters, for comparing before and after.
