@@ -53,10 +53,17 @@ pub fn probe() -> Result<Features, NftError> {
     let ct = "table bridge guestwall_probe {\n  chain c {\n    type filter hook prerouting priority 0;\n    ct state new accept\n  }\n}\n";
     let rj = "table bridge guestwall_probe {\n  chain c {\n    type filter hook prerouting priority 0;\n    meta l4proto tcp reject\n  }\n}\n";
     let ok = "table bridge guestwall_probe {\n  chain c {\n    type filter hook prerouting priority 0;\n    accept\n  }\n}\n";
-    // If even a trivial ruleset fails, the problem is nft itself.
-    run_nft(ok, true)?;
-    let state = if run_nft(ct, true).is_ok() { StateSource::BridgeConntrack } else { StateSource::BrNetfilterMark };
-    Ok(Features { state, bridge_reject: run_nft(rj, true).is_ok() })
+    // The three checks are independent: run them side by side (start-up
+    // time). If even the trivial ruleset fails, the problem is nft itself.
+    let (base, has_ct, has_reject) = std::thread::scope(|s| {
+        let base = s.spawn(|| run_nft(ok, true));
+        let has_ct = s.spawn(|| run_nft(ct, true).is_ok());
+        let has_reject = s.spawn(|| run_nft(rj, true).is_ok());
+        (base.join(), has_ct.join(), has_reject.join())
+    });
+    base.unwrap_or_else(|_| Err(NftError::Refused { stderr: "the nft probe thread panicked".into() }))?;
+    let state = if has_ct.unwrap_or(false) { StateSource::BridgeConntrack } else { StateSource::BrNetfilterMark };
+    Ok(Features { state, bridge_reject: has_reject.unwrap_or(false) })
 }
 
 /// Makes br_netfilter pass bridged IPv4/IPv6 through the inet hooks (where
