@@ -706,23 +706,31 @@ impl Plan {
         if self.uses_related {
             let _ = writeln!(s, "  ct helper ftp {{\n    type \"ftp\" protocol tcp\n  }}");
         }
+        let states = [
+            ("new", MARK_NEW),
+            ("untracked", MARK_UNTRACKED),
+            ("established", MARK_ESTABLISHED),
+            ("related", MARK_RELATED),
+            ("invalid", MARK_INVALID),
+        ];
+        let marking = self.features.state == StateSource::BrNetfilterMark;
+        if marking {
+            // One verdict-map lookup per packet, then one rule that replaces
+            // our bits and keeps the others (instead of a rule per state).
+            let keep = !MARK_MASK;
+            for (st, bit) in states {
+                let _ =
+                    writeln!(s, "  chain mark_{st} {{\n    meta mark set meta mark & {keep:#010x} | {bit:#010x}\n  }}");
+            }
+        }
         for (hook, name) in [("prerouting", "state_in"), ("output", "state_local")] {
             let _ = writeln!(s, "  chain {name} {{\n    type filter hook {hook} priority -150; policy accept;");
             if self.uses_related {
                 let _ = writeln!(s, "    ct state new tcp dport 21 ct helper set \"ftp\"");
             }
-            if self.features.state == StateSource::BrNetfilterMark {
-                let keep = !MARK_MASK;
-                let _ = writeln!(s, "    meta mark set meta mark & {keep:#010x}");
-                for (st, bit) in [
-                    ("new", MARK_NEW),
-                    ("untracked", MARK_UNTRACKED),
-                    ("established", MARK_ESTABLISHED),
-                    ("related", MARK_RELATED),
-                    ("invalid", MARK_INVALID),
-                ] {
-                    let _ = writeln!(s, "    ct state {st} meta mark set meta mark | {bit:#010x}");
-                }
+            if marking {
+                let arms: Vec<String> = states.iter().map(|(st, _)| format!("{st} : goto mark_{st}")).collect();
+                let _ = writeln!(s, "    ct state vmap {{ {} }}", arms.join(", "));
             }
             let _ = writeln!(s, "  }}");
         }
