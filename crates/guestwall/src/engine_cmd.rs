@@ -35,6 +35,9 @@ pub struct EngineArgs {
     /// Print which conntrack path was chosen (and what the kernel offers).
     #[arg(long)]
     family_info: bool,
+    /// Give every rule a counter (costs forwarding rate; shows which rules decide).
+    #[arg(long)]
+    counters: bool,
 }
 
 fn read_binding_file(path: &Path) -> Result<Option<Binding>> {
@@ -74,18 +77,19 @@ fn read_binding_file(path: &Path) -> Result<Option<Binding>> {
     }
 }
 
-fn features(path: ConntrackPath) -> Result<Features> {
-    Ok(match path {
-        ConntrackPath::Bridge => Features { state: StateSource::BridgeConntrack, bridge_reject: false },
-        ConntrackPath::BrNetfilter => Features { state: StateSource::BrNetfilterMark, bridge_reject: false },
+fn features(path: ConntrackPath, counters: bool) -> Result<Features> {
+    let f = match path {
+        ConntrackPath::Bridge => Features { state: StateSource::BridgeConntrack, bridge_reject: false, counters },
+        ConntrackPath::BrNetfilter => Features { state: StateSource::BrNetfilterMark, bridge_reject: false, counters },
         ConntrackPath::Auto => match gw_nft::probe() {
             Ok(f) => f,
             Err(e) => {
                 eprintln!("guestwall: cannot probe the kernel ({e}); assuming br_netfilter without bridge reject");
-                Features { state: StateSource::BrNetfilterMark, bridge_reject: false }
+                Features { state: StateSource::BrNetfilterMark, bridge_reject: false, counters }
             }
         },
-    })
+    };
+    Ok(Features { counters, ..f })
 }
 
 /// Reads the bindings and builds the ruleset; `None` when input was invalid
@@ -119,7 +123,7 @@ fn ruleset(args: &EngineArgs) -> Result<Option<(String, Features)>> {
     if !ok {
         return Ok(None);
     }
-    let f = features(args.conntrack)?;
+    let f = features(args.conntrack, args.counters)?;
     match gw_nft::build(&inputs, f) {
         Ok(s) => Ok(Some((s, f))),
         Err(e) => {

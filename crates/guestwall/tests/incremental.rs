@@ -38,7 +38,7 @@ fn add_move_remove_one_binding() {
     .expect("filter")
     .value;
     lib.insert(web, Origin::Builtin);
-    let f = Features { state: StateSource::BrNetfilterMark, bridge_reject: false };
+    let f = Features { state: StateSource::BrNetfilterMark, bridge_reject: false, counters: false };
     t.exec(&t.host, &["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"]);
 
     let a = vec![input(&lib, &t, 1, "clean-traffic", &[("IP", "192.0.2.1")])];

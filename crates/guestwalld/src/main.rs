@@ -36,6 +36,9 @@ struct Args {
     /// Where bindings are kept.
     #[arg(long, default_value = "/var/lib/guestwall")]
     state_dir: PathBuf,
+    /// Give every rule a counter (costs forwarding rate; shows which rules decide).
+    #[arg(long)]
+    counters: bool,
 }
 
 type Shared = Arc<Mutex<Engine>>;
@@ -170,7 +173,7 @@ fn main() -> Result<()> {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let features = gw_nft::probe().context("probing nftables")?;
+    let features = gw_nft::Features { counters: args.counters, ..gw_nft::probe().context("probing nftables")? };
     info!("{}", features.describe());
     if features.state == gw_nft::StateSource::BrNetfilterMark {
         match gw_nft::enable_bridge_nf_call() {

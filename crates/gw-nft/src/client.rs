@@ -63,7 +63,7 @@ pub fn probe() -> Result<Features, NftError> {
     });
     base.unwrap_or_else(|_| Err(NftError::Refused { stderr: "the nft probe thread panicked".into() }))?;
     let state = if has_ct.unwrap_or(false) { StateSource::BridgeConntrack } else { StateSource::BrNetfilterMark };
-    Ok(Features { state, bridge_reject: has_reject.unwrap_or(false) })
+    Ok(Features { state, bridge_reject: has_reject.unwrap_or(false), counters: false })
 }
 
 /// Makes br_netfilter pass bridged IPv4/IPv6 through the inet hooks (where
