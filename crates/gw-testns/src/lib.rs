@@ -74,6 +74,20 @@ pub fn require_root() {
 }
 
 impl TestHost {
+    /// Creates `g`'s namespace and its veth pair: `g.port` in the host,
+    /// `eth0` (with `g`'s MAC and /24 address, up) in the guest.
+    fn add_guest_ns(&mut self, g: &Guest) {
+        must(&["ip", "netns", "add", &g.ns]);
+        self.namespaces.push(g.ns.clone());
+        must(&[
+            "ip", "link", "add", &g.port, "netns", &self.host, "type", "veth", "peer", "name", "eth0", "netns", &g.ns,
+        ]);
+        must(&["ip", "-n", &g.ns, "link", "set", "eth0", "address", &g.mac]);
+        must(&["ip", "-n", &g.ns, "addr", "add", &format!("{}/24", g.ip), "dev", "eth0"]);
+        must(&["ip", "-n", &g.ns, "link", "set", "eth0", "up"]);
+        must(&["ip", "-n", &g.ns, "link", "set", "lo", "up"]);
+    }
+
     /// A host namespace with nothing in it yet, and its name prefix.
     fn empty(tag: &str) -> (TestHost, String) {
         require_root();
@@ -110,17 +124,9 @@ impl TestHost {
                 mac: format!("52:54:00:00:00:0{i}"),
                 ip: format!("192.0.2.{i}"),
             };
-            must(&["ip", "netns", "add", &g.ns]);
-            t.namespaces.push(g.ns.clone());
-            must(&[
-                "ip", "link", "add", &g.port, "netns", &host, "type", "veth", "peer", "name", "eth0", "netns", &g.ns,
-            ]);
+            t.add_guest_ns(&g);
             must(&["ip", "-n", &host, "link", "set", &g.port, "master", "br0"]);
             must(&["ip", "-n", &host, "link", "set", &g.port, "up"]);
-            must(&["ip", "-n", &g.ns, "link", "set", "eth0", "address", &g.mac]);
-            must(&["ip", "-n", &g.ns, "addr", "add", &format!("{}/24", g.ip), "dev", "eth0"]);
-            must(&["ip", "-n", &g.ns, "link", "set", "eth0", "up"]);
-            must(&["ip", "-n", &g.ns, "link", "set", "lo", "up"]);
             // No IPv6 DAD/router noise in the guests' captures.
             let _ = run(&["ip", "netns", "exec", &g.ns, "sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0"]);
             if i == 9 {
@@ -146,17 +152,9 @@ impl TestHost {
                 mac: format!("52:54:00:00:00:0{i}"),
                 ip: format!("{net}.2"),
             };
-            must(&["ip", "netns", "add", &g.ns]);
-            t.namespaces.push(g.ns.clone());
-            must(&[
-                "ip", "link", "add", &g.port, "netns", &host, "type", "veth", "peer", "name", "eth0", "netns", &g.ns,
-            ]);
+            t.add_guest_ns(&g);
             must(&["ip", "-n", &host, "addr", "add", &format!("{net}.1/24"), "dev", &g.port]);
             must(&["ip", "-n", &host, "link", "set", &g.port, "up"]);
-            must(&["ip", "-n", &g.ns, "link", "set", "eth0", "address", &g.mac]);
-            must(&["ip", "-n", &g.ns, "addr", "add", &format!("{}/24", g.ip), "dev", "eth0"]);
-            must(&["ip", "-n", &g.ns, "link", "set", "eth0", "up"]);
-            must(&["ip", "-n", &g.ns, "link", "set", "lo", "up"]);
             must(&["ip", "-n", &g.ns, "route", "add", "default", "via", &format!("{net}.1")]);
             if i == 9 {
                 t.peer = g;
