@@ -150,8 +150,22 @@ impl Engine {
     /// With `strict`, a binding that cannot be compiled is an error;
     /// without, it is logged and left out (start-up, port events).
     fn desired(&self, lib: &Library, bindings: &BTreeMap<String, Binding>, strict: bool) -> Result<Plan, ApiError> {
-        // The cache holds programs compiled against self.lib only.
+        self.desired_with(lib, bindings, strict, None)
+    }
+
+    /// [`Engine::desired`] for a candidate library in which only filter
+    /// `changed` differs from the current one: bindings whose filters never
+    /// reach it keep their compiled inputs.
+    fn desired_with(
+        &self,
+        lib: &Library,
+        bindings: &BTreeMap<String, Binding>,
+        strict: bool,
+        changed: Option<&str>,
+    ) -> Result<Plan, ApiError> {
+        // The cache holds inputs compiled against self.lib only.
         let cached = std::ptr::eq(lib, &self.lib);
+        let unaffected = |b: &Binding| changed.is_some_and(|c| !self.reaches(&b.filterref.filter, c, &mut Vec::new()));
         let mut cache = self.compiled.borrow_mut();
         let mut templates: BTreeMap<String, Arc<gw_ir::PortProgram>> = BTreeMap::new();
         let mut inputs = Vec::new();
@@ -160,7 +174,7 @@ impl Engine {
                 continue;
             }
             let routed = gw_nft::port_is_routed(&b.portdev);
-            if cached {
+            if cached || unaffected(b) {
                 if let Some((cb, input)) = cache.get(&b.portdev) {
                     if cb == b && input.routed == routed {
                         inputs.push(input.clone());
@@ -396,15 +410,25 @@ impl Engine {
             return Err(err(ErrorCode::Invalid, e.to_string()));
         }
         // Every binding must still compile: a change that does not is refused.
-        let plan = self.desired(&lib, &self.bindings, true)?;
+        let plan = self.desired_with(&lib, &self.bindings, true, Some(&name))?;
+        let affected: Vec<String> = self
+            .bindings
+            .values()
+            .filter(|b| self.reaches(&b.filterref.filter, &name, &mut Vec::new()))
+            .map(|b| b.portdev.clone())
+            .collect();
         let old_text = std::fs::read(&path).ok();
         write_atomic(&path, gw_xml::write_filter(&filter).as_bytes())
             .map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
         match self.load_plan(plan) {
             Ok(m) => {
                 self.lib = lib;
-                self.compiled.borrow_mut().clear();
-                info!("filter {name} defined: {m}");
+                let mut cache = self.compiled.borrow_mut();
+                for port in &affected {
+                    cache.remove(port);
+                }
+                drop(cache);
+                info!("filter {name} defined ({} binding(s) use it): {m}", affected.len());
                 Ok(Response::Ok {
                     message: format!("filter {name} defined ({m})"),
                     warnings: parsed.quirks.iter().map(|q| q.to_string()).collect(),
