@@ -205,21 +205,15 @@ fn test(c: &Cond, p: &Packet) -> Option<bool> {
         Sel::Dscp => num_test(u32::from(ip?.dscp)),
         Sel::SrcPort => num_test(u32::from(ip?.sport?)),
         Sel::DstPort => num_test(u32::from(ip?.dport?)),
-        Sel::IcmpType | Sel::Icmp6Type => {
+        Sel::IcmpType | Sel::Icmp6Type | Sel::IcmpCode | Sel::Icmp6Code => {
+            // An ICMP field exists only in packets of its own ICMP version.
             let ip = ip?;
-            let want = if c.sel == Sel::IcmpType { 1 } else { 58 };
+            let want = if matches!(c.sel, Sel::IcmpType | Sel::IcmpCode) { 1 } else { 58 };
             if ip.proto != want {
                 return None;
             }
-            num_test(u32::from(ip.icmp?.0))
-        }
-        Sel::IcmpCode | Sel::Icmp6Code => {
-            let ip = ip?;
-            let want = if c.sel == Sel::IcmpCode { 1 } else { 58 };
-            if ip.proto != want {
-                return None;
-            }
-            num_test(u32::from(ip.icmp?.1))
+            let (ty, code) = ip.icmp?;
+            num_test(u32::from(if matches!(c.sel, Sel::IcmpType | Sel::Icmp6Type) { ty } else { code }))
         }
         Sel::TcpFlags => {
             let f = ip?.tcp_flags?;
