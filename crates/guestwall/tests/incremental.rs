@@ -84,3 +84,61 @@ fn add_move_remove_one_binding() {
     );
     assert!(spoof_arrives(&t, 2, "removed"), "g2 is unbound again");
 }
+
+/// Element-only changes written by netlink, and a full load split into a
+/// skeleton (nft) and its elements (netlink), give the kernel exactly what
+/// nft gives it from text.
+#[test]
+fn netlink_elements_match_nft_text() {
+    let t = TestHost::new(3);
+    let lib = Library::builtins().expect("built-ins");
+    let f = Features { state: StateSource::BrNetfilterMark, bridge_reject: false, counters: false };
+    t.exec(&t.host, &["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"]);
+    let p1 = input(&lib, &t, 1, "clean-traffic", &[("IP", "192.0.2.1")]);
+    let p2 = input(&lib, &t, 2, "clean-traffic", &[("IP", "192.0.2.2")]);
+    let p3 = input(&lib, &t, 3, "clean-traffic", &[("IP", "192.0.2.3")]);
+    let listing = |script: &str| {
+        load(&t, script);
+        t.ruleset_stateless()
+    };
+
+    // skeleton + elements == full
+    let pa = plan(&[p1.clone(), p2.clone()], f).expect("plan");
+    let want_a = listing(&pa.render_full());
+    t.exec(&t.host, &["nft", "flush", "ruleset"]);
+    assert!(!t.in_host(|| gw_nft::netlink::table_exists(gw_nft::netlink::FAMILY_BRIDGE, "guestwall").expect("ask")));
+    load(&t, &pa.render_skeleton());
+    assert!(t.in_host(|| gw_nft::netlink::table_exists(gw_nft::netlink::FAMILY_BRIDGE, "guestwall").expect("ask")));
+    let els = pa.all_elements().expect("clean-traffic's elements all have keys");
+    assert!(els.iter().map(|c| c.elements.len()).sum::<usize>() >= 16, "{els:?}");
+    t.in_host(|| gw_nft::netlink::commit(&els)).expect("netlink commit");
+    assert_eq!(t.ruleset_stateless(), want_a, "skeleton + netlink elements differ from nft's full load");
+    assert!(!spoof_arrives(&t, 2, "skeleton"), "g2's spoof passed after the netlink load");
+
+    // add g3, remove g2: elements only
+    let pb = plan(&[p1.clone(), p3.clone()], f).expect("plan");
+    let d = pb.element_changes(&pa).expect("only elements change");
+    assert!(d.iter().any(|c| !c.add) && d.iter().any(|c| c.add));
+    t.in_host(|| gw_nft::netlink::commit(&d)).expect("netlink delta");
+    let got = t.ruleset_stateless();
+    t.exec(&t.host, &["nft", "flush", "ruleset"]);
+    assert_eq!(got, listing(&pb.render_full()), "netlink delta differs from nft's full load");
+    assert!(spoof_arrives(&t, 2, "unbound"), "g2 is unbound");
+
+    // a change the kernel refuses rolls back whole
+    let mut bad = pa.element_changes(&pb).expect("elements");
+    bad.push(gw_nft::netlink::SetChange {
+        family: gw_nft::netlink::FAMILY_BRIDGE,
+        table: "guestwall".into(),
+        set: "no_such_set".into(),
+        add: true,
+        elements: vec![(vec![0; 16], None)],
+    });
+    let e = t.in_host(|| gw_nft::netlink::commit(&bad)).expect_err("refused");
+    assert!(e.to_string().contains("no_such_set"), "{e}");
+    assert_eq!(t.ruleset_stateless(), got, "a refused batch changed the ruleset");
+
+    // a filter change is not an element change
+    let web = input(&lib, &t, 2, "allow-arp", &[]);
+    assert!(plan(&[p1, web], f).expect("plan").element_changes(&pb).is_none());
+}

@@ -252,3 +252,36 @@ pub fn element(c: &Cond) -> Result<String, ExprError> {
         _ => Err(ExprError("not a set element".into())),
     }
 }
+
+/// A set element's bytes for a condition's concrete value, as the kernel
+/// keeps them in a concatenated key (network byte order, each field padded
+/// to 32 bits). `None` for what is only written as nft text (intervals, and
+/// fields whose storage nft transforms, such as `vlan id` or `ip dscp`).
+pub fn element_key(c: &Cond) -> Option<Vec<u8>> {
+    let Test::Eq(v) = &c.test else { return None };
+    let mut b = match (c.sel, v) {
+        (Sel::EtherSrc | Sel::EtherDst | Sel::ArpSha | Sel::ArpTha, Value::Mac(m)) => m.0.to_vec(),
+        (Sel::ArpSpa | Sel::ArpTpa | Sel::Ip4Src | Sel::Ip4Dst, Value::Ipv4(a)) => a.octets().to_vec(),
+        (Sel::Ip6Src | Sel::Ip6Dst, Value::Ipv6(a)) => a.octets().to_vec(),
+        (
+            Sel::SrcPort | Sel::DstPort | Sel::EtherType | Sel::ArpOp | Sel::ArpHtype | Sel::ArpPtype,
+            Value::Num { value, .. },
+        ) => u16::try_from(*value).ok()?.to_be_bytes().to_vec(),
+        (Sel::L4Proto | Sel::IcmpType | Sel::IcmpCode | Sel::Icmp6Type | Sel::Icmp6Code, Value::Num { value, .. }) => {
+            vec![u8::try_from(*value).ok()?]
+        }
+        _ => return None,
+    };
+    b.resize((b.len() + 3) & !3, 0);
+    Some(b)
+}
+
+/// An interface name as a set key: `IFNAMSIZ` bytes, zero-padded.
+pub fn ifname_key(name: &str) -> Option<Vec<u8>> {
+    let mut b = name.as_bytes().to_vec();
+    if b.len() >= 16 {
+        return None;
+    }
+    b.resize(16, 0);
+    Some(b)
+}

@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod expr;
+pub mod netlink;
 pub mod ruleset;
 
 pub use client::{enable_bridge_nf_call, port_is_routed, probe, run_nft, NftError};

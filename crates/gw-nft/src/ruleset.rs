@@ -18,8 +18,9 @@
 //! mark bits for the bridge chains, and assigns the FTP helper so RELATED
 //! works.
 
-use crate::expr::{cond, element, has_var, selector, settable, ExprError, StateSource};
+use crate::expr::{cond, element, element_key, has_var, ifname_key, selector, settable, ExprError, StateSource};
 use crate::expr::{MARK_ESTABLISHED, MARK_INVALID, MARK_MASK, MARK_NEW, MARK_RELATED, MARK_UNTRACKED};
+use crate::netlink::{SetChange, FAMILY_BRIDGE, FAMILY_INET};
 use gw_ir::{IrRule, L2Item, PortProgram, Sel, Side, SideProgram, Test};
 use gw_model::value::state;
 use gw_model::{Action, Value};
@@ -106,7 +107,7 @@ struct SetDef {
     name: String,
     typeof_: String,
     interval: bool,
-    elements: Vec<String>,
+    elements: Vec<(String, Option<Vec<u8>>)>,
 }
 
 struct Out {
@@ -256,6 +257,7 @@ impl Ctx<'_> {
             for (port, pv) in self.ports {
                 for expansion in pv.expansions(self.side, r) {
                     let mut parts = vec![format!("\"{port}\"")];
+                    let mut key = ifname_key(port);
                     if expansion.len() != var_idx.len() {
                         return Err(err(ExprError(format!(
                             "port {port}: its program does not line up with the template"
@@ -263,12 +265,17 @@ impl Ctx<'_> {
                     }
                     for c in expansion {
                         parts.push(element(c).map_err(err)?);
+                        if let (Some(k), Some(more)) = (key.as_mut(), element_key(c)) {
+                            k.extend_from_slice(&more);
+                        } else {
+                            key = None;
+                        }
                     }
-                    elements.push(parts.join(" . "));
+                    elements.push((parts.join(" . "), key));
                 }
             }
             elements.sort();
-            elements.dedup();
+            elements.dedup_by(|a, b| a.0 == b.0);
             parts.push(format!("{} @{name}", typeof_.join(" . ")));
             out.sets.push(SetDef { name, typeof_: typeof_s, interval, elements });
         }
@@ -441,7 +448,8 @@ fn group_name(key: &str, own: Option<&str>, routed: bool) -> String {
 pub struct PlannedSet {
     typeof_: String,
     interval: bool,
-    elements: std::collections::BTreeSet<String>,
+    /// Each element as nft text, with its key bytes when netlink can write it.
+    elements: BTreeMap<String, Option<Vec<u8>>>,
 }
 
 /// Everything guestwall's tables hold, before it is written as nft text.
@@ -583,14 +591,14 @@ pub fn build(ports: &[PortInput], features: Features) -> Result<String, BuildErr
     plan(ports, features).map(|p| p.render_full())
 }
 
-fn set_body(s: &mut String, set: &PlannedSet, indent: &str) {
+fn set_body(s: &mut String, set: &PlannedSet, indent: &str, with_elements: bool) {
     let _ = writeln!(s, "{indent}  typeof {}", set.typeof_);
     if set.interval {
         let _ = writeln!(s, "{indent}  flags interval");
     }
-    if !set.elements.is_empty() {
+    if with_elements && !set.elements.is_empty() {
         let _ =
-            writeln!(s, "{indent}  elements = {{ {} }}", set.elements.iter().cloned().collect::<Vec<_>>().join(", "));
+            writeln!(s, "{indent}  elements = {{ {} }}", set.elements.keys().cloned().collect::<Vec<_>>().join(", "));
     }
 }
 
@@ -624,15 +632,16 @@ fn dispatch_body(
     from: (&str, &BTreeMap<String, String>),
     to: (&str, &BTreeMap<String, String>),
     (pre, post, priority): (&str, &str, i32),
+    with_elements: bool,
 ) {
     for (name, set) in sets {
         let _ = writeln!(s, "  set {name} {{");
-        set_body(s, set, "  ");
+        set_body(s, set, "  ", with_elements);
         let _ = writeln!(s, "  }}");
     }
     for (name, m) in [from, to] {
         let _ = writeln!(s, "  map {name} {{\n    typeof iifname : verdict");
-        if !m.is_empty() {
+        if with_elements && !m.is_empty() {
             let _ = writeln!(s, "    elements = {{ {} }}", map_elements(m).join(", "));
         }
         let _ = writeln!(s, "  }}");
@@ -660,6 +669,19 @@ impl Plan {
 
     /// The script that replaces guestwall's tables with this plan.
     pub fn render_full(&self) -> String {
+        self.render(true)
+    }
+
+    /// [`Plan::render_full`] without the per-port set and map elements:
+    /// with [`Plan::all_elements`] after it, the same ruleset in two
+    /// transactions, the large one written by netlink. Only for when
+    /// guestwall's tables are absent (ports are unfiltered until the
+    /// elements land, as they were before).
+    pub fn render_skeleton(&self) -> String {
+        self.render(false)
+    }
+
+    fn render(&self, with_elements: bool) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -691,13 +713,14 @@ impl Plan {
             ("from_guest", &self.from_guest),
             ("to_guest", &self.to_guest),
             ("prerouting", "postrouting", 200),
+            with_elements,
         );
         let _ = writeln!(s, "}}");
-        self.render_inet(&mut s);
+        self.render_inet(&mut s, with_elements);
         s
     }
 
-    fn render_inet(&self, s: &mut String) {
+    fn render_inet(&self, s: &mut String, with_elements: bool) {
         let _ = writeln!(s, "table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{");
         let r = &self.routed;
         // Routed taps: after conntrack (-200), on the tap itself.
@@ -708,6 +731,7 @@ impl Plan {
             ("routed_from_guest", &r.from_guest),
             ("routed_to_guest", &r.to_guest),
             ("routed_prerouting", "routed_postrouting", 0),
+            with_elements,
         );
         // Kernels do not attach conntrack helpers by themselves any more; a
         // filter using RELATED (active FTP) needs the FTP helper.
@@ -745,6 +769,112 @@ impl Plan {
         let _ = writeln!(s, "}}");
     }
 
+    /// Every per-port set and map element, for netlink; `None` if some
+    /// element can only be written as nft text.
+    pub fn all_elements(&self) -> Option<Vec<SetChange>> {
+        let mut out = Vec::new();
+        for (family, sets, maps) in [
+            (FAMILY_BRIDGE, &self.sets, [("from_guest", &self.from_guest), ("to_guest", &self.to_guest)]),
+            (
+                FAMILY_INET,
+                &self.routed.sets,
+                [("routed_from_guest", &self.routed.from_guest), ("routed_to_guest", &self.routed.to_guest)],
+            ),
+        ] {
+            for (name, set) in sets {
+                if set.elements.is_empty() {
+                    continue;
+                }
+                if set.interval {
+                    return None;
+                }
+                let elements = set.elements.values().map(|k| k.clone().map(|k| (k, None))).collect::<Option<_>>()?;
+                out.push(SetChange { family, table: TABLE.into(), set: name.clone(), add: true, elements });
+            }
+            for (name, m) in maps {
+                if m.is_empty() {
+                    continue;
+                }
+                let elements =
+                    m.iter().map(|(p, c)| ifname_key(p).map(|k| (k, Some(c.clone())))).collect::<Option<_>>()?;
+                out.push(SetChange { family, table: TABLE.into(), set: name.into(), add: true, elements });
+            }
+        }
+        Some(out)
+    }
+
+    /// The change from `old` (what is loaded) to this plan as set and map
+    /// elements only, for netlink: `Some` when nothing else differs (ports
+    /// came, went or changed values under filters already loaded) and every
+    /// element has its key bytes. Deletions come first, so a port that
+    /// changes is never without its entries at commit.
+    pub fn element_changes(&self, old: &Plan) -> Option<Vec<SetChange>> {
+        if self.features != old.features
+            || self.same_byte != old.same_byte
+            || self.uses_related != old.uses_related
+            || self.routed != old.routed
+            || self.chains != old.chains
+            || self.sets.len() != old.sets.len()
+        {
+            return None;
+        }
+        let (mut dels, mut adds) = (Vec::new(), Vec::new());
+        for (name, set) in &self.sets {
+            let o = old.sets.get(name)?;
+            if o.typeof_ != set.typeof_ || o.interval != set.interval {
+                return None;
+            }
+            let gone: Vec<&Option<Vec<u8>>> =
+                o.elements.iter().filter(|(k, _)| !set.elements.contains_key(*k)).map(|(_, v)| v).collect();
+            let new: Vec<&Option<Vec<u8>>> =
+                set.elements.iter().filter(|(k, _)| !o.elements.contains_key(*k)).map(|(_, v)| v).collect();
+            for (list, add, out) in [(gone, false, &mut dels), (new, true, &mut adds)] {
+                if list.is_empty() {
+                    continue;
+                }
+                if set.interval {
+                    return None;
+                }
+                let elements = list.into_iter().map(|k| k.clone().map(|k| (k, None))).collect::<Option<_>>()?;
+                out.push(SetChange { family: FAMILY_BRIDGE, table: TABLE.into(), set: name.clone(), add, elements });
+            }
+        }
+        for (map, new, oldm) in
+            [("from_guest", &self.from_guest, &old.from_guest), ("to_guest", &self.to_guest, &old.to_guest)]
+        {
+            let gone: Vec<(Vec<u8>, Option<String>)> = oldm
+                .iter()
+                .filter(|(p, c)| new.get(*p) != Some(*c))
+                .map(|(p, _)| ifname_key(p).map(|k| (k, None)))
+                .collect::<Option<_>>()?;
+            let added: Vec<(Vec<u8>, Option<String>)> = new
+                .iter()
+                .filter(|(p, c)| oldm.get(*p) != Some(*c))
+                .map(|(p, c)| ifname_key(p).map(|k| (k, Some(c.clone()))))
+                .collect::<Option<_>>()?;
+            if !gone.is_empty() {
+                dels.push(SetChange {
+                    family: FAMILY_BRIDGE,
+                    table: TABLE.into(),
+                    set: map.into(),
+                    add: false,
+                    elements: gone,
+                });
+            }
+            if !added.is_empty() {
+                adds.push(SetChange {
+                    family: FAMILY_BRIDGE,
+                    table: TABLE.into(),
+                    set: map.into(),
+                    add: true,
+                    elements: added,
+                });
+            }
+        }
+        dels.extend(adds);
+        Some(dels)
+    }
+
     /// A transaction that turns `old` (what is loaded) into this plan,
     /// touching only what differs: set and map elements of ports that came,
     /// went or changed, and the chains of filters that changed. Falls back
@@ -763,7 +893,7 @@ impl Plan {
         for (name, set) in &self.sets {
             if !old.sets.contains_key(name) {
                 let _ = writeln!(s, "add set {t} {name} {{");
-                set_body(&mut s, set, "");
+                set_body(&mut s, set, "", true);
                 let _ = writeln!(s, "}}");
             }
         }
@@ -786,8 +916,8 @@ impl Plan {
         }
         for (name, set) in &self.sets {
             if let Some(o) = old.sets.get(name) {
-                let gone: Vec<&String> = o.elements.difference(&set.elements).collect();
-                let new: Vec<&String> = set.elements.difference(&o.elements).collect();
+                let gone: Vec<&String> = o.elements.keys().filter(|k| !set.elements.contains_key(*k)).collect();
+                let new: Vec<&String> = set.elements.keys().filter(|k| !o.elements.contains_key(*k)).collect();
                 if !gone.is_empty() {
                     let g: Vec<&str> = gone.iter().map(|x| x.as_str()).collect();
                     let _ = writeln!(s, "delete element {t} {name} {{ {} }}", g.join(", "));

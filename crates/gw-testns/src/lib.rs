@@ -345,6 +345,24 @@ impl TestHost {
         out.split_whitespace().map(str::to_string).collect()
     }
 
+    /// Runs `f` on a thread inside the host namespace (for code that talks
+    /// netlink itself).
+    pub fn in_host<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        use std::os::fd::AsRawFd;
+        let path = format!("/run/netns/{}", self.host);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+                // SAFETY: setns on an fd we own; it changes only this thread's namespace.
+                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .expect("thread in the host namespace panicked")
+        })
+    }
+
     /// The host's ruleset without counters, for comparing before and after.
     pub fn ruleset_stateless(&self) -> String {
         String::from_utf8_lossy(&self.exec(&self.host, &["nft", "-s", "list", "ruleset"]).stdout).into_owned()
