@@ -184,11 +184,21 @@ fn define_bind_redefine_heal_restart() {
                 .flatten()
                 .flatten()
                 .filter(|e| e.file_name().to_string_lossy().starts_with("daemon-"))
-                .any(|e| std::fs::read_to_string(e.path()).unwrap_or_default().contains("SIGHUP: guestwall's tables"))
+                .any(|e| std::fs::read_to_string(e.path()).unwrap_or_default().contains("SIGHUP: tables replaced"))
         },
         "SIGHUP re-apply",
     );
     assert_eq!(canonical(&t.ruleset_stateless()), before, "SIGHUP changed the rules");
+    // Healing reacts to others' changes only: the flush and the deletion,
+    // never to the daemon's own transactions.
+    let log: String = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("daemon-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert_eq!(log.matches("another process changed guestwall's tables").count(), 2, "heals:\n{log}");
 
     // kill -9: the rules stay while the daemon is down; a restart changes nothing.
     let list = d.ok(&["binding", "list"]);

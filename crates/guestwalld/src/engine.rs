@@ -25,28 +25,25 @@ pub struct Engine {
     bindings: BTreeMap<String, Binding>,
     features: Features,
     applied: Option<Plan>,
-    fingerprint: Option<String>,
     /// Compiled bindings for the current library, by port (cleared when the
     /// library changes): a request about one binding compiles only it.
     compiled: std::cell::RefCell<BTreeMap<String, (Binding, PortInput)>>,
 }
 
-fn read_back() -> Option<String> {
-    let mut out = String::new();
-    for family in ["bridge", "inet"] {
-        // Terse (-t): without set elements, so reading back stays cheap with
-        // thousands of ports; flushes, deletions and edits of chains, rules
-        // and sets are all seen.
-        let o = std::process::Command::new("nft")
-            .args(["-s", "-t", "list", "table", family, gw_nft::TABLE])
-            .output()
-            .ok()?;
-        if !o.status.success() {
-            return None;
-        }
-        out.push_str(&String::from_utf8_lossy(&o.stdout));
+/// Which of guestwall's two tables are in the kernel.
+fn tables_present() -> (bool, bool) {
+    use gw_nft::netlink::{table_exists, FAMILY_BRIDGE, FAMILY_INET};
+    // An error asking counts as present: a full load replaces them anyway.
+    let ask = |f| table_exists(f, gw_nft::TABLE).unwrap_or(true);
+    (ask(FAMILY_BRIDGE), ask(FAMILY_INET))
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "present"
+    } else {
+        "missing"
     }
-    Some(out)
 }
 
 fn port_exists(port: &str) -> bool {
@@ -133,7 +130,6 @@ impl Engine {
             bindings,
             features,
             applied: None,
-            fingerprint: None,
             compiled: Default::default(),
         })
     }
@@ -197,30 +193,58 @@ impl Engine {
     }
 
     /// Loads `plan` into the kernel: only what changed since the last plan,
-    /// in one transaction.
+    /// in one transaction. Ports coming and going under filters already
+    /// loaded are set elements, written by netlink (its cost is the change,
+    /// not the ruleset); everything else is nft text.
     fn load_plan(&mut self, plan: Plan) -> Result<String, ApiError> {
         let t0 = std::time::Instant::now();
-        let script = match &self.applied {
-            Some(old) => plan.render_update(old),
-            None => plan.render_full(),
+        let kernel = |e: &dyn std::fmt::Display| err(ErrorCode::Kernel, e.to_string());
+        let message = match &self.applied {
+            Some(old) => match plan.element_changes(old) {
+                Some(changes) if changes.is_empty() => return Ok("the kernel already matches".into()),
+                Some(changes) => {
+                    let n: usize = changes.iter().map(|c| c.elements.len()).sum();
+                    gw_nft::netlink::commit(&changes).map_err(|e| kernel(&e))?;
+                    format!("one transaction of {n} set element change(s)")
+                }
+                None => {
+                    let script = plan.render_update(old);
+                    if script.is_empty() {
+                        return Ok("the kernel already matches".into());
+                    }
+                    gw_nft::run_nft(&script, false).map_err(|e| kernel(&e))?;
+                    format!("one transaction of {} line(s)", script.lines().filter(|l| !l.starts_with('#')).count())
+                }
+            },
+            None => self.load_full(&plan)?,
         };
-        if script.is_empty() {
-            return Ok("the kernel already matches".into());
-        }
-        let t1 = std::time::Instant::now();
-        gw_nft::run_nft(&script, false).map_err(|e| err(ErrorCode::Kernel, e.to_string()))?;
-        let t2 = std::time::Instant::now();
-        let lines = script.lines().filter(|l| !l.starts_with('#')).count();
+        tracing::debug!("loaded in {:?}: {message}", t0.elapsed());
         self.applied = Some(plan);
-        self.fingerprint = read_back();
-        tracing::debug!(
-            "render {:?}, nft {:?} ({} bytes), read back {:?}",
-            t1 - t0,
-            t2 - t1,
-            script.len(),
-            t2.elapsed()
-        );
-        Ok(format!("one transaction of {lines} line(s)"))
+        Ok(message)
+    }
+
+    /// Replaces guestwall's tables with `plan`. When they are absent (boot,
+    /// or after a flush) nothing is filtered yet, and the load is split:
+    /// chains and empty sets by nft, then every element in one netlink
+    /// transaction, which costs a fraction of nft parsing them. When they
+    /// are present, one nft transaction replaces them: no instant without
+    /// filtering.
+    fn load_full(&self, plan: &Plan) -> Result<String, ApiError> {
+        let kernel = |e: &dyn std::fmt::Display| err(ErrorCode::Kernel, e.to_string());
+        if tables_present() == (false, false) {
+            if let Some(elements) = plan.all_elements() {
+                gw_nft::run_nft(&plan.render_skeleton(), false).map_err(|e| kernel(&e))?;
+                match gw_nft::netlink::commit(&elements) {
+                    Ok(()) => {
+                        let n: usize = elements.iter().map(|c| c.elements.len()).sum();
+                        return Ok(format!("tables created, then {n} set element(s) in one transaction"));
+                    }
+                    Err(e) => warn!("writing set elements by netlink failed ({e}); loading them as nft text"),
+                }
+            }
+        }
+        gw_nft::run_nft(&plan.render_full(), false).map_err(|e| kernel(&e))?;
+        Ok("tables replaced in one transaction".into())
     }
 
     /// Start-up and SIGHUP: replace guestwall's tables with the stored state
@@ -229,30 +253,18 @@ impl Engine {
         self.replace_tables(why, false)
     }
 
-    /// Replaces guestwall's tables in one transaction; with `reuse`, with the
-    /// plan already in memory (healing: what we loaded is still what we want).
+    /// Replaces guestwall's tables; with `reuse`, with the plan already in
+    /// memory (healing: what we loaded is still what we want).
     fn replace_tables(&mut self, why: &str, reuse: bool) -> Result<(), ApiError> {
         let started = std::time::Instant::now();
-        let before = read_back();
         let plan = match self.applied.take() {
             Some(p) if reuse => p,
             _ => self.desired(&self.lib, &self.bindings, false)?,
         };
-        tracing::debug!("read back and planned in {:?}", started.elapsed());
-        self.applied = None;
-        self.load_plan(plan)?;
-        // nft lists chains in creation order and set elements in hash order;
-        // compare content, not listing order.
-        fn canonical(s: &Option<String>) -> Option<Vec<&str>> {
-            s.as_ref().map(|t| {
-                let mut v: Vec<&str> = t.split([',', '\n']).map(str::trim).filter(|l| !l.is_empty()).collect();
-                v.sort_unstable();
-                v
-            })
-        }
-        let verdict = if canonical(&before) == canonical(&self.fingerprint) { "unchanged" } else { "replaced" };
+        let planned = started.elapsed();
+        let how = self.load_plan(plan)?;
         info!(
-            "{why}: guestwall's tables {verdict} ({} binding(s), {} active) in {:?}",
+            "{why}: {how} ({} binding(s), {} active; planned in {planned:?}, done in {:?})",
             self.bindings.len(),
             self.applied.as_ref().map_or(0, |p| p.port_count()),
             started.elapsed()
@@ -275,15 +287,19 @@ impl Engine {
         }
     }
 
-    /// Someone may have touched our tables: read them back and restore them
-    /// if they are not what we loaded.
-    pub fn check_kernel(&mut self) {
-        let now = read_back();
-        if now.is_some() && now == self.fingerprint {
-            return;
+    /// Another process changed guestwall's tables (`lost`: events were
+    /// lost, so it may have): restore them. A lost-events alarm with both
+    /// tables present is only logged, since re-loading costs O(ruleset).
+    pub fn heal(&mut self, lost: bool) {
+        if lost {
+            if tables_present() == (true, true) {
+                warn!("nftables events were lost; guestwall's tables are present, left as they are");
+                return;
+            }
+            warn!("nftables events were lost and guestwall's tables are gone: restoring them");
+        } else {
+            warn!("another process changed guestwall's tables: restoring them");
         }
-        let what = if now.is_none() { "gone (flushed or deleted)" } else { "edited by someone else" };
-        warn!("guestwall's tables are {what}: restoring them");
         let started = std::time::Instant::now();
         match self.replace_tables("healing", true) {
             Ok(()) => info!("restored in {:?}", started.elapsed()),
@@ -350,7 +366,10 @@ impl Engine {
                         self.bindings.len(),
                         self.applied.as_ref().map_or(0, |p| p.port_count())
                     ),
-                    format!("kernel matches: {}", read_back().is_some() && read_back() == self.fingerprint),
+                    {
+                        let (b, i) = tables_present();
+                        format!("tables in the kernel: bridge {}, inet {}", yes(b), yes(i))
+                    },
                 ],
             }),
         }

@@ -4,8 +4,8 @@
 //! - serves the API (gw-api) on a root-only Unix socket;
 //! - follows interfaces (rtnetlink link events): a binding becomes active
 //!   when its port appears, its rules go when the port goes;
-//! - follows nftables (`nft monitor` events, not polling): when someone
-//!   flushes, deletes or edits guestwall's tables, it reads them back and
+//! - follows nftables (the kernel's ruleset events, not polling): when
+//!   another process flushes, deletes or edits guestwall's tables, it
 //!   restores them;
 //! - SIGHUP re-applies everything; on exit the rules stay in the kernel.
 
@@ -124,21 +124,24 @@ async fn watch_links(notify: Arc<Notify>) -> Result<()> {
     bail!("the rtnetlink event stream ended")
 }
 
-/// Wakes `notify` on every nftables change (`nft monitor` prints one line
-/// per event the kernel sends).
-async fn watch_nft(notify: Arc<Notify>) -> Result<()> {
-    let mut child = tokio::process::Command::new("nft")
-        .arg("monitor")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("start nft monitor")?;
-    let out = child.stdout.take().context("nft monitor stdout")?;
-    let mut lines = BufReader::new(out).lines();
-    while lines.next_line().await?.is_some() {
-        notify.notify_one();
-    }
-    bail!("nft monitor ended")
+/// Follows the kernel's ruleset events on a thread of its own and wakes
+/// `notify` when another process changed guestwall's tables (or events were
+/// lost, then `lost` is set). Our own transactions are recognised by the
+/// committing process the kernel names.
+fn watch_nft(notify: Arc<Notify>, lost: Arc<std::sync::atomic::AtomicBool>) -> std::io::Result<()> {
+    // Opened here, so no change made after start-up is missed.
+    std::thread::Builder::new().name("nft-events".into()).spawn(move || {
+        let r = gw_nft::netlink::watch(gw_nft::TABLE, gw_nft::is_ours, |ev| {
+            if ev == gw_nft::netlink::Event::Lost {
+                lost.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+            notify.notify_one();
+        });
+        if let Err(e) = r {
+            error!("nftables events: {e}; healing is off");
+        }
+    })?;
+    Ok(())
 }
 
 /// Runs `job` after each wake-up, once events have been quiet for `settle`.
@@ -183,6 +186,9 @@ async fn run(args: Args) -> Result<()> {
         }
     }
     let listener = bind_socket(&args.socket)?;
+    let nft = Arc::new(Notify::new());
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    watch_nft(nft.clone(), lost.clone())?;
     let mut engine = Engine::load(&args.config_dir, &args.state_dir, features)?;
     if let Err(e) = engine.apply_all("start-up") {
         error!("start-up: {e}");
@@ -190,7 +196,6 @@ async fn run(args: Args) -> Result<()> {
     let engine: Shared = Arc::new(Mutex::new(engine));
 
     let links = Arc::new(Notify::new());
-    let nft = Arc::new(Notify::new());
     tokio::spawn({
         let n = links.clone();
         async move {
@@ -199,16 +204,16 @@ async fn run(args: Args) -> Result<()> {
             }
         }
     });
-    tokio::spawn({
-        let n = nft.clone();
-        async move {
-            if let Err(e) = watch_nft(n).await {
-                error!("nftables events: {e:#}");
-            }
+    tokio::spawn(debounced(links, Duration::from_millis(30), engine.clone(), Engine::sync_ports));
+    let engine_for_heal = engine.clone();
+    tokio::spawn(async move {
+        loop {
+            nft.notified().await;
+            let lost = lost.swap(false, std::sync::atomic::Ordering::SeqCst);
+            let e = engine_for_heal.clone();
+            let _ = tokio::task::spawn_blocking(move || with_engine(&e, |eng| eng.heal(lost))).await;
         }
     });
-    tokio::spawn(debounced(links, Duration::from_millis(30), engine.clone(), Engine::sync_ports));
-    tokio::spawn(debounced(nft, Duration::from_millis(10), engine.clone(), Engine::check_kernel));
 
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

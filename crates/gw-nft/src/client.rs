@@ -23,6 +23,27 @@ pub enum NftError {
     },
 }
 
+/// Processes and threads that committed our transactions lately: the
+/// kernel names the committer of every ruleset generation, and changes by
+/// others to our tables are what healing reacts to.
+static OURS: std::sync::Mutex<std::collections::VecDeque<u32>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+
+/// Remembers `pid` (a process or thread id) as one of ours.
+pub fn claim(pid: u32) {
+    if let Ok(mut v) = OURS.lock() {
+        if v.len() >= 64 {
+            v.pop_front();
+        }
+        v.push_back(pid);
+    }
+}
+
+/// Whether `pid` committed a transaction of ours lately.
+pub fn is_ours(pid: u32) -> bool {
+    OURS.lock().map(|v| v.contains(&pid)).unwrap_or(false)
+}
+
 /// Feeds `script` to `nft -f -` (with `--check`: validate only).
 pub fn run_nft(script: &str, check: bool) -> Result<(), NftError> {
     let mut cmd = Command::new("nft");
@@ -36,6 +57,9 @@ pub fn run_nft(script: &str, check: bool) -> Result<(), NftError> {
         .stderr(Stdio::piped())
         .spawn()
         .map_err(NftError::Spawn)?;
+    if !check {
+        claim(child.id());
+    }
     if let Some(mut stdin) = child.stdin.take() {
         stdin.write_all(script.as_bytes()).map_err(NftError::Spawn)?;
     }

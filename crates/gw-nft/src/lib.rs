@@ -10,7 +10,7 @@ pub mod expr;
 pub mod netlink;
 pub mod ruleset;
 
-pub use client::{enable_bridge_nf_call, port_is_routed, probe, run_nft, NftError};
+pub use client::{claim, enable_bridge_nf_call, is_ours, port_is_routed, probe, run_nft, NftError};
 pub use expr::StateSource;
 
 /// A port's input for [`plan`] from its programs, keeping the whole

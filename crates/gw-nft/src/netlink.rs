@@ -276,6 +276,9 @@ pub fn commit(changes: &[SetChange]) -> Result<(), NetlinkError> {
     force_buffer(&s, libc::SO_SNDBUFFORCE, w.buf.len() + 4096);
     force_buffer(&s, libc::SO_RCVBUFFORCE, 1 << 20);
     recv_timeout(&s, 30);
+    // The kernel names the committing thread in its generation event.
+    // SAFETY: gettid has no preconditions.
+    crate::client::claim(unsafe { libc::gettid() } as u32);
     // The kernel runs the whole batch inside this send; its answers are
     // queued by the time it returns.
     s.send(&w.buf, 0)?;
