@@ -28,7 +28,14 @@ pub struct Engine {
     /// Compiled bindings for the current library, by port (cleared when the
     /// library changes): a request about one binding compiles only it.
     compiled: std::cell::RefCell<BTreeMap<String, (Binding, PortInput)>>,
+    /// The host's interfaces, as of the last link event: listing 20,000 of
+    /// them costs about 100 ms, too much to repeat for every request.
+    links: crate::links::Links,
 }
+
+/// Element changes above this size are committed without per-element
+/// events (see `gw_nft::netlink::commit_quietly`).
+const QUIET_ABOVE: usize = 1000;
 
 /// Which of guestwall's two tables are in the kernel.
 fn tables_present() -> (bool, bool) {
@@ -46,10 +53,6 @@ fn yes(b: bool) -> &'static str {
     }
 }
 
-fn port_exists(port: &str) -> bool {
-    Path::new("/sys/class/net").join(port).exists()
-}
-
 fn random_uuid() -> String {
     let mut b = [0u8; 16];
     if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
@@ -62,26 +65,43 @@ fn random_uuid() -> String {
     format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
 }
 
-/// Compiles one binding into its planning input, reusing its filter's
-/// template from `templates`. Only the port's values are kept (its whole
-/// program only if its filter cannot share chains): memory per port stays
-/// small.
-fn compile(
-    lib: &Library,
-    b: &Binding,
-    routed: bool,
-    templates: &mut BTreeMap<String, Arc<gw_ir::PortProgram>>,
-) -> Result<PortInput, gw_ir::BindError> {
-    let template = match templates.get(&b.filterref.filter) {
-        Some(t) => t.clone(),
-        None => {
-            let t = Arc::new(gw_ir::template_of(lib, b)?);
-            templates.insert(b.filterref.filter.clone(), t.clone());
-            t
-        }
+/// Compiles bindings (with whether each port is routed) into their
+/// planning inputs: each filter's template and DAG walk once, then the
+/// bindings side by side on every core. Only the port's values are kept
+/// (its whole program only if its filter cannot share chains): memory per
+/// port stays small.
+fn compile_all(lib: &Library, items: &[(&Binding, bool)]) -> Vec<Result<PortInput, gw_ir::BindError>> {
+    type Template<'a> = (Arc<gw_ir::PortProgram>, gw_resolve::Prepared<'a>);
+    let make = |b: &Binding| -> Result<Template, gw_ir::BindError> {
+        Ok((Arc::new(gw_ir::template_of(lib, b)?), gw_ir::prepared(lib, b)?))
     };
-    let concrete = Arc::new(gw_ir::concrete_of(lib, b)?.1);
-    Ok(gw_nft::port_input(b.portdev.clone(), b.filterref.filter.clone(), template, &concrete, routed))
+    let mut templates: BTreeMap<&str, Option<Template>> = BTreeMap::new();
+    for (b, _) in items {
+        templates.entry(&b.filterref.filter).or_insert_with(|| make(b).ok());
+    }
+    let one = |(b, routed): &(&Binding, bool)| -> Result<PortInput, gw_ir::BindError> {
+        let own;
+        let (template, prepared) = match templates.get(b.filterref.filter.as_str()) {
+            Some(Some(t)) => t,
+            // The filter's template failed: this binding's attempt says why.
+            _ => {
+                own = make(b)?;
+                &own
+            }
+        };
+        let concrete = Arc::new(gw_ir::concrete_with(prepared, b)?.1);
+        Ok(gw_nft::port_input(b.portdev.clone(), b.filterref.filter.clone(), template.clone(), &concrete, *routed))
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if threads < 2 || items.len() < 256 {
+        return items.iter().map(one).collect();
+    }
+    let chunk = items.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> =
+            items.chunks(chunk).map(|c| s.spawn(move || c.iter().map(one).collect::<Vec<_>>())).collect();
+        parts.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    })
 }
 
 fn parse_binding(doc: &str) -> Result<(Binding, Vec<String>), ApiError> {
@@ -130,6 +150,7 @@ impl Engine {
             bindings,
             features,
             applied: None,
+            links: crate::links::Links::new(),
             compiled: Default::default(),
         })
     }
@@ -163,13 +184,14 @@ impl Engine {
         let cached = std::ptr::eq(lib, &self.lib);
         let unaffected = |b: &Binding| changed.is_some_and(|c| !self.reaches(&b.filterref.filter, c, &mut Vec::new()));
         let mut cache = self.compiled.borrow_mut();
-        let mut templates: BTreeMap<String, Arc<gw_ir::PortProgram>> = BTreeMap::new();
+        let t0 = std::time::Instant::now();
         let mut inputs = Vec::new();
+        let mut todo = Vec::new();
         for b in bindings.values() {
-            if !port_exists(&b.portdev) {
+            let Some(bridged) = self.links.get(&b.portdev) else {
                 continue;
-            }
-            let routed = gw_nft::port_is_routed(&b.portdev);
+            };
+            let routed = !bridged;
             if cached || unaffected(b) {
                 if let Some((cb, input)) = cache.get(&b.portdev) {
                     if cb == b && input.routed == routed {
@@ -178,10 +200,14 @@ impl Engine {
                     }
                 }
             }
-            match compile(lib, b, routed, &mut templates) {
+            todo.push((b, routed));
+        }
+        tracing::debug!("links and cache {:?}", t0.elapsed());
+        for ((b, _), compiled) in todo.iter().zip(compile_all(lib, &todo)) {
+            match compiled {
                 Ok(input) => {
                     if cached {
-                        cache.insert(b.portdev.clone(), (b.clone(), input.clone()));
+                        cache.insert(b.portdev.clone(), ((*b).clone(), input.clone()));
                     }
                     inputs.push(input);
                 }
@@ -189,7 +215,10 @@ impl Engine {
                 Err(e) => error!("binding for {} left out: {e}", b.portdev),
             }
         }
-        gw_nft::plan(&inputs, self.features).map_err(|e| err(ErrorCode::Invalid, e.to_string()))
+        let t1 = std::time::Instant::now();
+        let plan = gw_nft::plan(&inputs, self.features).map_err(|e| err(ErrorCode::Invalid, e.to_string()));
+        tracing::debug!("links and compile {:?}, plan {:?}", t1 - t0, t1.elapsed());
+        plan
     }
 
     /// Loads `plan` into the kernel: only what changed since the last plan,
@@ -199,12 +228,17 @@ impl Engine {
     fn load_plan(&mut self, plan: Plan) -> Result<String, ApiError> {
         let t0 = std::time::Instant::now();
         let kernel = |e: &dyn std::fmt::Display| err(ErrorCode::Kernel, e.to_string());
+        let mut foreign = false;
         let message = match &self.applied {
             Some(old) => match plan.element_changes(old) {
                 Some(changes) if changes.is_empty() => return Ok("the kernel already matches".into()),
                 Some(changes) => {
                     let n: usize = changes.iter().map(|c| c.elements.len()).sum();
-                    gw_nft::netlink::commit(&changes).map_err(|e| kernel(&e))?;
+                    if n > QUIET_ABOVE {
+                        foreign = gw_nft::netlink::commit_quietly(&changes).map_err(|e| kernel(&e))?;
+                    } else {
+                        gw_nft::netlink::commit(&changes).map_err(|e| kernel(&e))?;
+                    }
                     format!("one transaction of {n} set element change(s)")
                 }
                 None => {
@@ -216,10 +250,18 @@ impl Engine {
                     format!("one transaction of {} line(s)", script.lines().filter(|l| !l.starts_with('#')).count())
                 }
             },
-            None => self.load_full(&plan)?,
+            None => {
+                let (message, f) = self.load_full(&plan)?;
+                foreign = f;
+                message
+            }
         };
         tracing::debug!("loaded in {:?}: {message}", t0.elapsed());
         self.applied = Some(plan);
+        if foreign {
+            // Their events were not seen: at least make sure our tables are there.
+            self.heal(true);
+        }
         Ok(message)
     }
 
@@ -229,27 +271,39 @@ impl Engine {
     /// transaction, which costs a fraction of nft parsing them. When they
     /// are present, one nft transaction replaces them: no instant without
     /// filtering.
-    fn load_full(&self, plan: &Plan) -> Result<String, ApiError> {
+    fn load_full(&self, plan: &Plan) -> Result<(String, bool), ApiError> {
         let kernel = |e: &dyn std::fmt::Display| err(ErrorCode::Kernel, e.to_string());
         if tables_present() == (false, false) {
+            let t0 = std::time::Instant::now();
             if let Some(elements) = plan.all_elements() {
+                let t1 = std::time::Instant::now();
                 gw_nft::run_nft(&plan.render_skeleton(), false).map_err(|e| kernel(&e))?;
-                match gw_nft::netlink::commit(&elements) {
-                    Ok(()) => {
+                let t2 = std::time::Instant::now();
+                let r = gw_nft::netlink::commit_quietly(&elements);
+                tracing::debug!("elements {:?}, skeleton {:?}, netlink {:?}", t1 - t0, t2 - t1, t2.elapsed());
+                match r {
+                    Ok(foreign) => {
                         let n: usize = elements.iter().map(|c| c.elements.len()).sum();
-                        return Ok(format!("tables created, then {n} set element(s) in one transaction"));
+                        return Ok((format!("tables created, then {n} set element(s) in one transaction"), foreign));
                     }
                     Err(e) => warn!("writing set elements by netlink failed ({e}); loading them as nft text"),
                 }
             }
         }
         gw_nft::run_nft(&plan.render_full(), false).map_err(|e| kernel(&e))?;
-        Ok("tables replaced in one transaction".into())
+        Ok(("tables replaced in one transaction".into(), false))
+    }
+
+    /// Lists the host's interfaces again.
+    fn refresh_links(&mut self) -> Result<(), ApiError> {
+        self.links = crate::links::dump().map_err(|e| err(ErrorCode::Kernel, format!("listing interfaces: {e}")))?;
+        Ok(())
     }
 
     /// Start-up and SIGHUP: replace guestwall's tables with the stored state
     /// in one transaction (no flush first, so no window).
     pub fn apply_all(&mut self, why: &str) -> Result<(), ApiError> {
+        self.refresh_links()?;
         self.replace_tables(why, false)
     }
 
@@ -264,16 +318,20 @@ impl Engine {
         let planned = started.elapsed();
         let how = self.load_plan(plan)?;
         info!(
-            "{why}: {how} ({} binding(s), {} active; planned in {planned:?}, done in {:?})",
+            "{why}: {how}, done in {:?} ({} binding(s), {} active; planning took {planned:?})",
+            started.elapsed(),
             self.bindings.len(),
             self.applied.as_ref().map_or(0, |p| p.port_count()),
-            started.elapsed()
         );
         Ok(())
     }
 
     /// Ports came or went: bring the kernel in line.
     pub fn sync_ports(&mut self) {
+        if let Err(e) = self.refresh_links() {
+            error!("interfaces changed, but listing them failed: {e}");
+            return;
+        }
         match self.desired(&self.lib, &self.bindings, false) {
             Ok(plan) => {
                 if self.applied.as_ref() != Some(&plan) {
@@ -346,7 +404,7 @@ impl Engine {
                         portdev: b.portdev.clone(),
                         filter: b.filterref.filter.clone(),
                         owner: b.owner.name.clone(),
-                        active: port_exists(&b.portdev),
+                        active: self.applied.as_ref().is_some_and(|p| p.has_port(&b.portdev)),
                     })
                     .collect(),
             }),
@@ -490,7 +548,7 @@ impl Engine {
         let mut bindings = self.bindings.clone();
         let mut added = Vec::new();
         let mut warnings = Vec::new();
-        let mut templates = BTreeMap::new();
+        let mut parsed = Vec::new();
         for document in documents {
             let (b, w) = parse_binding(document)?;
             warnings.extend(w);
@@ -501,14 +559,24 @@ impl Engine {
             if self.lib.get(&b.filterref.filter).is_none() {
                 return Err(err(ErrorCode::NotFound, format!("port {port}: unknown filter '{}'", b.filterref.filter)));
             }
-            // Compile it even when the port does not exist yet, so errors show
-            // now; planning reuses the result.
-            let input = compile(&self.lib, &b, gw_nft::port_is_routed(&port), &mut templates)
-                .map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
-            self.compiled.borrow_mut().insert(port.clone(), (b.clone(), input));
             bindings.insert(port.clone(), b.clone());
-            added.push(b);
+            parsed.push(b);
         }
+        // Compile them even when their ports do not exist yet, so errors show
+        // now; planning reuses the results.
+        // Ports may have appeared since the last link event was handled.
+        if parsed.iter().any(|b| !self.links.contains_key(&b.portdev)) {
+            self.refresh_links()?;
+        }
+        let links = &self.links;
+        let items: Vec<(&Binding, bool)> =
+            parsed.iter().map(|b| (b, links.get(&b.portdev).is_some_and(|bridged| !bridged))).collect();
+        let compiled = compile_all(&self.lib, &items);
+        for (b, input) in parsed.iter().zip(compiled) {
+            let input = input.map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
+            self.compiled.borrow_mut().insert(b.portdev.clone(), (b.clone(), input));
+        }
+        added.extend(parsed);
         let plan = self.desired(&self.lib, &bindings, true)?;
         let files: Vec<(PathBuf, Vec<u8>)> =
             added.iter().map(|b| (self.binding_path(&b.portdev), gw_xml::write_binding(b).into_bytes())).collect();
@@ -524,7 +592,8 @@ impl Engine {
                 self.bindings = bindings;
                 let message = if let [b] = added.as_slice() {
                     let port = &b.portdev;
-                    let state = if port_exists(port) { "active" } else { "waiting for the interface" };
+                    let active = self.applied.as_ref().is_some_and(|p| p.has_port(port));
+                    let state = if active { "active" } else { "waiting for the interface" };
                     info!("binding {port} -> {} created, {state}: {m}", b.filterref.filter);
                     format!("binding for {port} created, {state}")
                 } else {

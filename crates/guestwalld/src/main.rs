@@ -10,6 +10,7 @@
 //! - SIGHUP re-applies everything; on exit the rules stay in the kernel.
 
 mod engine;
+mod links;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -47,7 +48,15 @@ fn with_engine<T>(engine: &Shared, f: impl FnOnce(&mut Engine) -> T) -> T {
     // A panic while holding the lock would poison it; the state itself is
     // still consistent (every change is all-or-nothing), so keep going.
     let mut guard = engine.lock().unwrap_or_else(|p| p.into_inner());
-    f(&mut guard)
+    let r = f(&mut guard);
+    drop(guard);
+    // Planning thousands of ports allocates and frees tens of megabytes;
+    // glibc keeps freed memory unless asked to give it back.
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    r
 }
 
 /// Binds the socket: root-only (0600), refusing to steal one a live daemon
@@ -166,16 +175,23 @@ fn main() -> Result<()> {
         // journald and log files get plain text
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let process_started = std::time::Instant::now();
+    // Compiling bindings uses every core; one malloc arena per thread would
+    // keep each thread's garbage (resident memory).
+    // SAFETY: mallopt before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     let args = Args::parse();
     if !nix::unistd::geteuid().is_root() {
         bail!("guestwalld must run as root");
     }
     let _lock = gw_store::StateLock::take(&args.state_dir)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(run(args))
+    rt.block_on(run(args, process_started))
 }
 
-async fn run(args: Args) -> Result<()> {
+async fn run(args: Args, process_started: std::time::Instant) -> Result<()> {
     let features = gw_nft::Features { counters: args.counters, ..gw_nft::probe().context("probing nftables")? };
     info!("{}", features.describe());
     if features.state == gw_nft::StateSource::BrNetfilterMark {
@@ -193,6 +209,11 @@ async fn run(args: Args) -> Result<()> {
     if let Err(e) = engine.apply_all("start-up") {
         error!("start-up: {e}");
     }
+    // SAFETY: malloc_trim has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+    info!("ready: the rules were in the kernel in {:?} from the process's start", process_started.elapsed());
     let engine: Shared = Arc::new(Mutex::new(engine));
 
     let links = Arc::new(Notify::new());

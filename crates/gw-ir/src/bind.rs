@@ -2,7 +2,9 @@
 
 use crate::{lower, LowerError, PortProgram};
 use gw_model::Binding;
-use gw_resolve::{reserved, resolve_with, template, FilterSource, Params, ResolveError, ResolveOptions, Resolved};
+use gw_resolve::{
+    prepare, reserved, resolve_with, template, FilterSource, Params, Prepared, ResolveError, ResolveOptions, Resolved,
+};
 
 /// Why a binding cannot be enforced.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +82,21 @@ pub fn template_of(src: &dyn FilterSource, b: &Binding) -> Result<PortProgram, B
 pub fn concrete_of(src: &dyn FilterSource, b: &Binding) -> Result<(Resolved, PortProgram), BindError> {
     let port = || b.portdev.clone();
     let resolved = resolve_with(src, filter_of(src, b)?, &binding_params(b), &ResolveOptions::for_binding())
+        .map_err(|source| BindError::Resolve { port: port(), source })?;
+    let concrete = lower(&resolved).map_err(|e| BindError::Lower { port: port(), source: Box::new(e) })?;
+    Ok((resolved, concrete))
+}
+
+/// A filter walked once for [`concrete_with`] (many bindings of one filter).
+pub fn prepared<'a>(src: &'a dyn FilterSource, b: &Binding) -> Result<Prepared<'a>, BindError> {
+    prepare(src, filter_of(src, b)?).map_err(|source| BindError::Resolve { port: b.portdev.clone(), source })
+}
+
+/// [`concrete_of`] for a binding of a [`prepared`] filter.
+pub fn concrete_with(p: &Prepared, b: &Binding) -> Result<(Resolved, PortProgram), BindError> {
+    let port = || b.portdev.clone();
+    let resolved = p
+        .resolve(&binding_params(b), &ResolveOptions::for_binding())
         .map_err(|source| BindError::Resolve { port: port(), source })?;
     let concrete = lower(&resolved).map_err(|e| BindError::Lower { port: port(), source: Box::new(e) })?;
     Ok((resolved, concrete))

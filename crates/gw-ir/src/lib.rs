@@ -29,7 +29,7 @@ pub mod bind;
 pub mod eval;
 pub mod lower;
 
-pub use bind::{bind, binding_params, concrete_of, template_of, BindError, Bound};
+pub use bind::{bind, binding_params, concrete_of, concrete_with, prepared, template_of, BindError, Bound};
 pub use eval::{eval, Decision, Packet, Verdict};
 pub use lower::{lower, LowerError};
 

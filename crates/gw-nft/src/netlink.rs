@@ -21,6 +21,8 @@ const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NFT_MSG_NEWGEN: u16 = 15;
+const NFT_MSG_GETGEN: u16 = 16;
+const NFTA_GEN_ID: u16 = 1;
 
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
@@ -281,7 +283,12 @@ pub fn commit(changes: &[SetChange]) -> Result<(), NetlinkError> {
     crate::client::claim(unsafe { libc::gettid() } as u32);
     // The kernel runs the whole batch inside this send; its answers are
     // queued by the time it returns.
+    let t0 = std::time::Instant::now();
     s.send(&w.buf, 0)?;
+    let t1 = std::time::Instant::now();
+    if std::env::var_os("GW_NL_DEBUG").is_some() {
+        eprintln!("netlink: {} bytes, {} messages, send {:?}", w.buf.len(), what.len(), t1 - t0);
+    }
     let mut pending = what.len();
     let mut buf = vec![0u8; 1 << 16];
     while pending > 0 {
@@ -317,6 +324,72 @@ fn chunks(elements: &[(Vec<u8>, Option<String>)]) -> Vec<&[(Vec<u8>, Option<Stri
         out.push(&elements[start..]);
     }
     out
+}
+
+/// The event socket of [`watch`], while it runs (-1 before).
+static WATCH_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
+/// The ruleset's generation: the kernel counts every committed transaction.
+pub fn generation() -> Result<u32, NetlinkError> {
+    let mut w = Writer::new();
+    w.begin((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, NLM_F_REQUEST, 0, 0);
+    w.end();
+    let s = socket()?;
+    recv_timeout(&s, 5);
+    s.send(&w.buf, 0)?;
+    let mut buf = vec![0u8; 1 << 12];
+    loop {
+        let n = s.recv(&mut &mut buf[..], 0)?;
+        for (ty, _, payload) in messages(&buf[..n]) {
+            if ty == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
+                if let Some(d) = attrs(payload).find(|(t, _)| *t == NFTA_GEN_ID).and_then(|(_, d)| d.get(..4)) {
+                    return Ok(u32::from_be_bytes([d[0], d[1], d[2], d[3]]));
+                }
+            }
+            if ty == NLMSG_ERROR && payload.len() >= 4 {
+                let code = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
+                return Err(NetlinkError::Io(std::io::Error::from_raw_os_error(-code)));
+            }
+        }
+    }
+}
+
+fn membership(fd: i32, join: bool) -> bool {
+    let group = NFNLGRP_NFTABLES as libc::c_int;
+    let opt = if join { libc::NETLINK_ADD_MEMBERSHIP } else { libc::NETLINK_DROP_MEMBERSHIP };
+    // SAFETY: setsockopt with a pointer to a c_int that outlives the call.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_NETLINK,
+            opt,
+            &group as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
+/// [`commit`] without the kernel announcing each element to the event
+/// socket of [`watch`]: with a listener the kernel builds one notification
+/// per element, which doubled the cost of loading tens of thousands. The
+/// watcher leaves the event group for the commit; the ruleset generation,
+/// read before and after, shows whether anyone else committed meanwhile
+/// (their events were not seen): then `Ok(true)`.
+pub fn commit_quietly(changes: &[SetChange]) -> Result<bool, NetlinkError> {
+    let fd = WATCH_FD.load(std::sync::atomic::Ordering::SeqCst);
+    if fd < 0 {
+        return commit(changes).map(|()| false);
+    }
+    let before = generation()?;
+    if !membership(fd, false) {
+        return commit(changes).map(|()| false);
+    }
+    let r = commit(changes);
+    let rejoined = membership(fd, true);
+    let after = generation()?;
+    r?;
+    // Our commit is one generation; more means another process's too.
+    Ok(!rejoined || after.wrapping_sub(before) > 1)
 }
 
 /// Whether table `name` of `family` exists (in this network namespace).
@@ -366,6 +439,10 @@ pub enum Event {
 pub fn watch(table: &str, is_ours: impl Fn(u32) -> bool, mut on: impl FnMut(Event)) -> std::io::Result<()> {
     let mut s = socket()?;
     s.add_membership(NFNLGRP_NFTABLES)?;
+    {
+        use std::os::fd::AsRawFd;
+        WATCH_FD.store(s.as_raw_fd(), std::sync::atomic::Ordering::SeqCst);
+    }
     // Our own full loads announce every element: room for them.
     force_buffer(&s, libc::SO_RCVBUFFORCE, 64 << 20);
     let mut buf = vec![0u8; 1 << 20];

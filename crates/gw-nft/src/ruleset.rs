@@ -252,7 +252,23 @@ impl Ctx<'_> {
             };
             let rev = if r.reversed { "r" } else { "" };
             let typeof_s = typeof_.join(" . ");
-            let name = format!("{}_{layer_tag}_i{}{rev}_{:04x}", self.prefix(), r.inst, fnv(&typeof_s) & 0xffff);
+            // Named by what decides its elements (the rule's origin and its
+            // variable conditions), not by the rule's position in the DAG: a
+            // filter redefined with one more rule keeps its sets, so the
+            // change is chains only, whatever the number of ports.
+            let sig: Vec<String> = var_idx.iter().map(|i| format!("{:?}", r.conds[*i])).collect();
+            let base = format!(
+                "{}_{layer_tag}{rev}_{:08x}",
+                self.prefix(),
+                fnv(&format!("{typeof_s}\u{0}{}#{}\u{0}{}", r.origin.filter, r.origin.entry, sig.join("\u{0}")))
+            );
+            let mut name = base.clone();
+            let mut n = 1;
+            // The same rule reached by another path (its parameters may differ).
+            while out.sets.iter().any(|s| s.name == name) {
+                n += 1;
+                name = format!("{base}_{n}");
+            }
             let mut elements = Vec::new();
             for (port, pv) in self.ports {
                 for expansion in pv.expansions(self.side, r) {
@@ -665,6 +681,11 @@ impl Plan {
     /// How many ports the plan filters.
     pub fn port_count(&self) -> usize {
         self.from_guest.len() + self.routed.from_guest.len()
+    }
+
+    /// Whether `port` is filtered by this plan.
+    pub fn has_port(&self, port: &str) -> bool {
+        self.from_guest.contains_key(port) || self.routed.from_guest.contains_key(port)
     }
 
     /// The script that replaces guestwall's tables with this plan.

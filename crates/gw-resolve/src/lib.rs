@@ -231,18 +231,26 @@ struct RuleInst<'a> {
     path: Vec<&'a Params>,
 }
 
-impl RuleInst<'_> {
+impl<'a> RuleInst<'a> {
     /// The variables this rule sees for a binding with `params`: each
     /// filterref's parameters are defaults the caller's variables override
     /// (libvirt's virNWFilterCreateVarsFrom).
-    fn vars(&self, params: &Params) -> Params {
-        let mut vars = params.clone();
-        for fr in &self.path {
-            for (k, v) in fr.iter() {
-                vars.entry(k.clone()).or_insert_with(|| v.clone());
-            }
-        }
-        vars
+    fn vars<'s>(&'s self, params: &'s Params) -> Vars<'s> {
+        Vars { params, path: &self.path }
+    }
+}
+
+/// The variables a rule instance sees, looked up without copying them (a
+/// binding's resolution reads them once per rule instance).
+#[derive(Clone, Copy)]
+struct Vars<'a> {
+    params: &'a Params,
+    path: &'a [&'a Params],
+}
+
+impl<'a> Vars<'a> {
+    fn get(&self, name: &str) -> Option<&'a Vec<String>> {
+        self.params.get(name).or_else(|| self.path.iter().find_map(|p| p.get(name)))
     }
 }
 
@@ -323,7 +331,7 @@ pub fn check_references(src: &dyn FilterSource, filter: &Filter) -> Result<(), R
     visit(src, filter, &mut Vec::new(), &mut BTreeSet::new())
 }
 
-fn is_available(va: &VarAccess, vars: &Params) -> bool {
+fn is_available(va: &VarAccess, vars: Vars) -> bool {
     match (vars.get(&va.name), va.access) {
         (None, _) => false,
         (Some(v), Access::Element(i)) => (i as usize) < v.len(),
@@ -343,7 +351,7 @@ struct Iter<'v> {
 /// Every combination of variable values a rule expands to, in libvirt's order.
 fn combinations<'v>(
     inst: &RuleInst,
-    vars: &'v Params,
+    vars: Vars<'v>,
     accesses: &[&'v VarAccess],
 ) -> Result<Vec<Combo<'v>>, ResolveError> {
     // Iterator 0 always exists first, used or not.
@@ -493,12 +501,39 @@ pub fn resolve_with(
     params: &Params,
     opts: &ResolveOptions,
 ) -> Result<Resolved, ResolveError> {
+    prepare(src, filter)?.resolve(params, opts)
+}
+
+/// A filter's DAG walked once, for resolving many bindings of it (the walk
+/// does not depend on the parameters).
+pub struct Prepared<'a> {
+    filter: &'a Filter,
+    insts: Vec<RuleInst<'a>>,
+}
+
+/// Walks `filter`'s DAG for [`Prepared::resolve`].
+pub fn prepare<'a>(src: &'a dyn FilterSource, filter: &'a Filter) -> Result<Prepared<'a>, ResolveError> {
+    Ok(Prepared { filter, insts: instances(src, filter)? })
+}
+
+impl Prepared<'_> {
+    /// [`resolve_with`] for this filter.
+    pub fn resolve(&self, params: &Params, opts: &ResolveOptions) -> Result<Resolved, ResolveError> {
+        resolve_insts(self.filter, &self.insts, params, opts)
+    }
+}
+
+fn resolve_insts(
+    filter: &Filter,
+    insts: &[RuleInst],
+    params: &Params,
+    opts: &ResolveOptions,
+) -> Result<Resolved, ResolveError> {
     check_params(params)?;
-    let insts = instances(src, filter)?;
-    let vars: Vec<Params> = insts.iter().map(|i| i.vars(params)).collect();
+    let vars: Vec<Vars> = insts.iter().map(|i| i.vars(params)).collect();
 
     let mut missing = BTreeSet::new();
-    for (inst, vars) in insts.iter().zip(&vars) {
+    for (inst, vars) in insts.iter().zip(vars.iter().copied()) {
         if let Some(m) = &inst.rule.matches {
             for va in m.variables() {
                 if !is_available(va, vars) && !opts.may_be_absent.contains(&va.name) {
@@ -515,7 +550,7 @@ pub fn resolve_with(
     }
 
     let mut expanded: Vec<Vec<ResolvedRule>> = Vec::with_capacity(insts.len());
-    for (idx, (inst, vars)) in insts.iter().zip(&vars).enumerate() {
+    for (idx, (inst, vars)) in insts.iter().zip(vars.iter().copied()).enumerate() {
         let mut rules = Vec::new();
         let accesses = inst.rule.matches.as_ref().map(|m| m.variables()).unwrap_or_default();
         if accesses.iter().all(|va| is_available(va, vars)) {
@@ -524,7 +559,14 @@ pub fn resolve_with(
                     Some(m) => Some(substitute(inst, m, &combo)?),
                     None => None,
                 };
-                let rule = Rule { matches, ..inst.rule.clone() };
+                let r = inst.rule;
+                let rule = Rule {
+                    matches,
+                    action: r.action,
+                    direction: r.direction,
+                    priority: r.priority,
+                    statematch: r.statematch,
+                };
                 rules.push(ResolvedRule {
                     rule,
                     chain: inst.chain.to_string(),
@@ -535,7 +577,7 @@ pub fn resolve_with(
         }
         expanded.push(rules);
     }
-    Ok(layout(filter, params, &insts, expanded))
+    Ok(layout(filter, params, insts, expanded))
 }
 
 /// The binding-independent shape of a filter: one rule per instance, with
