@@ -74,20 +74,31 @@ pub fn run_nft(script: &str, check: bool) -> Result<(), NftError> {
 /// Asks the kernel (of the current network namespace) what it supports, by
 /// checking small rulesets without committing them.
 pub fn probe() -> Result<Features, NftError> {
-    let ct = "table bridge guestwall_probe {\n  chain c {\n    type filter hook prerouting priority 0;\n    ct state new accept\n  }\n}\n";
-    let rj = "table bridge guestwall_probe {\n  chain c {\n    type filter hook prerouting priority 0;\n    meta l4proto tcp reject\n  }\n}\n";
-    let ok = "table bridge guestwall_probe {\n  chain c {\n    type filter hook prerouting priority 0;\n    accept\n  }\n}\n";
-    // The three checks are independent: run them side by side (start-up
-    // time). If even the trivial ruleset fails, the problem is nft itself.
-    let (base, has_ct, has_reject) = std::thread::scope(|s| {
-        let base = s.spawn(|| run_nft(ok, true));
-        let has_ct = s.spawn(|| run_nft(ct, true).is_ok());
-        let has_reject = s.spawn(|| run_nft(rj, true).is_ok());
-        (base.join(), has_ct.join(), has_reject.join())
-    });
-    base.unwrap_or_else(|_| Err(NftError::Refused { stderr: "the nft probe thread panicked".into() }))?;
-    let state = if has_ct.unwrap_or(false) { StateSource::BridgeConntrack } else { StateSource::BrNetfilterMark };
-    Ok(Features { state, bridge_reject: has_reject.unwrap_or(false), counters: false })
+    // One `nft --check` for all three (start-up time): the kernel checks
+    // every message of a batch and nft reports each refusal with its line,
+    // so the lines that fail say what is missing.
+    const BASE_LINE: usize = 3;
+    const CT_LINE: usize = 6;
+    const REJECT_LINE: usize = 9;
+    let script = "table bridge guestwall_probe {\n  chain p_base {\n    type filter hook prerouting priority 0; accept\n  }\n  chain p_ct {\n    type filter hook prerouting priority 0; ct state new accept\n  }\n  chain p_rj {\n    type filter hook prerouting priority 0; meta l4proto tcp reject\n  }\n}\n";
+    let failed = match run_nft(script, true) {
+        Ok(()) => Vec::new(),
+        Err(NftError::Refused { stderr }) => {
+            let lines: Vec<usize> = [BASE_LINE, CT_LINE, REJECT_LINE]
+                .into_iter()
+                .filter(|l| stderr.contains(&format!(":{l}:")))
+                .collect();
+            // A refusal on none of the probe lines is nft itself failing.
+            if lines.is_empty() || lines.contains(&BASE_LINE) {
+                return Err(NftError::Refused { stderr });
+            }
+            lines
+        }
+        Err(e) => return Err(e),
+    };
+    let state =
+        if failed.contains(&CT_LINE) { StateSource::BrNetfilterMark } else { StateSource::BridgeConntrack };
+    Ok(Features { state, bridge_reject: !failed.contains(&REJECT_LINE), counters: false })
 }
 
 /// Makes br_netfilter pass bridged IPv4/IPv6 through the inet hooks (where

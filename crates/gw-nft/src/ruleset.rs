@@ -272,22 +272,15 @@ impl Ctx<'_> {
             let mut elements = Vec::new();
             for (port, pv) in self.ports {
                 for expansion in pv.expansions(self.side, r) {
-                    let mut parts = vec![format!("\"{port}\"")];
-                    let mut key = ifname_key(port);
-                    if expansion.len() != var_idx.len() {
-                        return Err(err(ExprError(format!(
-                            "port {port}: its program does not line up with the template"
-                        ))));
-                    }
-                    for c in expansion {
-                        parts.push(element(c).map_err(err)?);
-                        if let (Some(k), Some(more)) = (key.as_mut(), element_key(c)) {
-                            k.extend_from_slice(&more);
-                        } else {
-                            key = None;
+                    let (text, more) = expansion.as_ref().map_err(|e| err(ExprError(format!("port {port}: {e}"))))?;
+                    let key = match (ifname_key(port), more) {
+                        (Some(mut k), Some(more)) => {
+                            k.extend_from_slice(more);
+                            Some(k)
                         }
-                    }
-                    elements.push((parts.join(" . "), key));
+                        _ => None,
+                    };
+                    elements.push((format!("\"{port}\"{text}"), key));
                 }
             }
             elements.sort();
@@ -387,24 +380,34 @@ impl Ctx<'_> {
 }
 
 /// What one port contributes to its filter's shared sets: for each template
-/// rule that uses variables (by side, instance and reversal), the values of
-/// those conditions in each of the rule's expansions. Much smaller than the
-/// port's whole program, which is what a daemon with thousands of ports
-/// keeps per port.
+/// rule that uses variables (by side, instance and reversal), one set
+/// element per expansion of the rule, already written (nft text and key
+/// bytes, without the port's name in front). A daemon with thousands of
+/// ports keeps this per port instead of the port's whole program: about a
+/// kilobyte, and planning only prefixes the port.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PortValues {
-    by_rule: BTreeMap<(Side, usize, bool), Vec<Vec<gw_ir::Cond>>>,
+    by_rule: Vec<(RuleKey, Vec<Result<Element, String>>)>,
 }
 
+type RuleKey = (Side, usize, bool);
+
+/// A set element after the port: " . value . value" and its key bytes.
+type Element = (Box<str>, Option<Box<[u8]>>);
+
 impl PortValues {
-    fn expansions(&self, side: Side, t: &IrRule) -> impl Iterator<Item = &Vec<gw_ir::Cond>> {
-        self.by_rule.get(&(side, t.inst, t.reversed)).into_iter().flatten()
+    fn expansions(&self, side: Side, t: &IrRule) -> &[Result<Element, String>] {
+        let key = (side, t.inst, t.reversed);
+        match self.by_rule.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) => &self.by_rule[i].1,
+            Err(_) => &[],
+        }
     }
 }
 
 /// Extracts a port's values for the sets of `template` from its program.
 pub fn port_values(template: &PortProgram, concrete: &PortProgram) -> PortValues {
-    let mut by_rule: BTreeMap<(Side, usize, bool), Vec<Vec<gw_ir::Cond>>> = BTreeMap::new();
+    let mut by_rule: BTreeMap<RuleKey, Vec<Result<Element, String>>> = BTreeMap::new();
     for side in Side::BOTH {
         for t in rules_of(template.side(side)) {
             let var_idx: Vec<usize> = (0..t.conds.len()).filter(|i| has_var(&t.conds[*i])).collect();
@@ -413,11 +416,35 @@ pub fn port_values(template: &PortProgram, concrete: &PortProgram) -> PortValues
             }
             let entry = by_rule.entry((side, t.inst, t.reversed)).or_default();
             for r in rules_of(concrete.side(side)).filter(|r| r.inst == t.inst && r.reversed == t.reversed) {
-                entry.push(var_idx.iter().filter_map(|i| r.conds.get(*i).cloned()).collect());
+                let conds: Vec<&gw_ir::Cond> = var_idx.iter().filter_map(|i| r.conds.get(*i)).collect();
+                if conds.len() != var_idx.len() {
+                    entry.push(Err("its program does not line up with the template".into()));
+                    continue;
+                }
+                let mut text = String::new();
+                let mut key = Some(Vec::new());
+                let mut failed = None;
+                for c in conds {
+                    match element(c) {
+                        Ok(e) => {
+                            text.push_str(" . ");
+                            text.push_str(&e);
+                        }
+                        Err(e) => failed = Some(e.0),
+                    }
+                    match (key.as_mut(), element_key(c)) {
+                        (Some(k), Some(more)) => k.extend_from_slice(&more),
+                        _ => key = None,
+                    }
+                }
+                entry.push(match failed {
+                    Some(e) => Err(e),
+                    None => Ok((text.into_boxed_str(), key.map(Vec::into_boxed_slice))),
+                });
             }
         }
     }
-    PortValues { by_rule }
+    PortValues { by_rule: by_rule.into_iter().collect() }
 }
 
 fn rules_of(p: &SideProgram) -> impl Iterator<Item = &IrRule> {
