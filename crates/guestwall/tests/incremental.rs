@@ -140,5 +140,51 @@ fn netlink_elements_match_nft_text() {
 
     // a filter change is not an element change
     let web = input(&lib, &t, 2, "allow-arp", &[]);
-    assert!(plan(&[p1, web], f).expect("plan").element_changes(&pb).is_none());
+    assert!(plan(&[p1.clone(), web], f).expect("plan").element_changes(&pb).is_none());
+
+    // staged: g2 joins under a new filter and g3 moves to it; clean-traffic
+    // keeps g1, so its chains stay and the new filter's are added first
+    let q2 = input(&lib, &t, 2, "no-ip-spoofing", &[("IP", "192.0.2.2")]);
+    let q3 = input(&lib, &t, 3, "no-ip-spoofing", &[("IP", "192.0.2.3")]);
+    let pc = plan(&[p1.clone(), q2, q3], f).expect("plan");
+    let st = pc.staged_update(&pb).expect("only additions and elements");
+    assert!(st.before.contains("add chain bridge guestwall f_no_ip_spoofing_"), "{}", st.before);
+    load(&t, &st.before);
+    t.in_host(|| gw_nft::netlink::commit(&st.elements)).expect("netlink");
+    assert!(st.after.is_empty(), "nothing is stale yet: {}", st.after);
+    let got = t.ruleset_stateless();
+    t.exec(&t.host, &["nft", "flush", "ruleset"]);
+    assert_eq!(canonical(&got), canonical(&listing(&pc.render_full())), "staged update differs from a full load");
+    assert!(!spoof_arrives(&t, 2, "staged"), "g2's spoof passed under its new filter");
+
+    // staged removal: clean-traffic's last port leaves, its chains and sets go after
+    let pd = plan(&[input(&lib, &t, 3, "no-ip-spoofing", &[("IP", "192.0.2.3")])], f).expect("plan");
+    let st = pd.staged_update(&pc).expect("only removals and elements");
+    assert!(st.after.contains("delete chain bridge guestwall f_clean_traffic_"), "{}", st.after);
+    assert!(pd.staged_update(&pc).is_some());
+    load(&t, &st.before);
+    t.in_host(|| gw_nft::netlink::commit(&st.elements)).expect("netlink");
+    load(&t, &st.after);
+    let got = t.ruleset_stateless();
+    t.exec(&t.host, &["nft", "flush", "ruleset"]);
+    assert_eq!(canonical(&got), canonical(&listing(&pd.render_full())), "staged removal differs from a full load");
+
+    // a redefined filter (a chain that stays changes) is not staged
+    let mut lib2 = lib.clone();
+    let nis = gw_xml::read_filter(
+        "<filter name='no-ip-spoofing' chain='ipv4-ip'><rule action='drop' direction='out'><ip srcipaddr='$IP'/></rule></filter>",
+    )
+    .expect("filter")
+    .value;
+    lib2.insert(nis, Origin::Builtin);
+    let r3 = input(&lib2, &t, 3, "no-ip-spoofing", &[("IP", "192.0.2.3")]);
+    assert!(plan(&[r3], f).expect("plan").staged_update(&pd).is_none());
+}
+
+/// A listing reduced to its lines, sorted: chains appear in creation order.
+fn canonical(listing: &str) -> Vec<String> {
+    let mut v: Vec<String> =
+        listing.replace(',', "\n").lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+    v.sort();
+    v
 }

@@ -37,6 +37,10 @@ pub struct Engine {
 /// events (see `gw_nft::netlink::commit_quietly`).
 const QUIET_ABOVE: usize = 1000;
 
+fn count(changes: &[gw_nft::netlink::SetChange]) -> usize {
+    changes.iter().map(|c| c.elements.len()).sum()
+}
+
 /// Which of guestwall's two tables are in the kernel.
 fn tables_present() -> (bool, bool) {
     use gw_nft::netlink::{table_exists, FAMILY_BRIDGE, FAMILY_INET};
@@ -229,8 +233,14 @@ impl Engine {
         let t0 = std::time::Instant::now();
         let kernel = |e: &dyn std::fmt::Display| err(ErrorCode::Kernel, e.to_string());
         let mut foreign = false;
+        let changes = self.applied.as_ref().and_then(|old| plan.element_changes(old));
+        // Only worth three steps when many elements would go through nft.
+        let staged = match (&self.applied, &changes) {
+            (Some(old), None) => plan.staged_update(old).filter(|st| count(&st.elements) > QUIET_ABOVE),
+            _ => None,
+        };
         let message = match &self.applied {
-            Some(old) => match plan.element_changes(old) {
+            Some(old) => match changes {
                 Some(changes) if changes.is_empty() => return Ok("the kernel already matches".into()),
                 Some(changes) => {
                     let n: usize = changes.iter().map(|c| c.elements.len()).sum();
@@ -240,6 +250,28 @@ impl Engine {
                         gw_nft::netlink::commit(&changes).map_err(|e| kernel(&e))?;
                     }
                     format!("one transaction of {n} set element change(s)")
+                }
+                None if staged.is_some() => {
+                    let Some(st) = staged else { return Err(kernel(&"internal: staged update vanished")) };
+                    let n = count(&st.elements);
+                    gw_nft::run_nft(&st.before, false).map_err(|e| kernel(&e))?;
+                    match gw_nft::netlink::commit_quietly(&st.elements) {
+                        Ok(f) => foreign = f,
+                        Err(e) => {
+                            // Put back exactly what was loaded (without the new,
+                            // unused chains) before reporting.
+                            if let Err(e2) = gw_nft::run_nft(&old.render_full(), false) {
+                                error!("restoring the previous rules failed too: {e2}");
+                            }
+                            return Err(kernel(&e));
+                        }
+                    }
+                    if !st.after.is_empty() {
+                        if let Err(e) = gw_nft::run_nft(&st.after, false) {
+                            warn!("removing chains no port uses failed ({e}); the next full load removes them");
+                        }
+                    }
+                    format!("new chains, then one transaction of {n} set element change(s)")
                 }
                 None => {
                     let script = plan.render_update(old);
@@ -545,6 +577,7 @@ impl Engine {
     }
 
     fn bind(&mut self, documents: &[String]) -> Result<Response, ApiError> {
+        let t0 = std::time::Instant::now();
         let mut bindings = self.bindings.clone();
         let mut added = Vec::new();
         let mut warnings = Vec::new();
@@ -571,7 +604,9 @@ impl Engine {
         let links = &self.links;
         let items: Vec<(&Binding, bool)> =
             parsed.iter().map(|b| (b, links.get(&b.portdev).is_some_and(|bridged| !bridged))).collect();
+        let t1 = std::time::Instant::now();
         let compiled = compile_all(&self.lib, &items);
+        tracing::debug!("parsed {} binding(s) in {:?}, compiled in {:?}", items.len(), t1 - t0, t1.elapsed());
         for (b, input) in parsed.iter().zip(compiled) {
             let input = input.map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
             self.compiled.borrow_mut().insert(b.portdev.clone(), (b.clone(), input));
@@ -581,7 +616,10 @@ impl Engine {
         let files: Vec<(PathBuf, Vec<u8>)> =
             added.iter().map(|b| (self.binding_path(&b.portdev), gw_xml::write_binding(b).into_bytes())).collect();
         let written: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
-        if let Err(e) = gw_store::write_many(&files) {
+        let t0 = std::time::Instant::now();
+        let stored = gw_store::write_many(&files);
+        tracing::debug!("{} binding file(s) made durable in {:?}", files.len(), t0.elapsed());
+        if let Err(e) = stored {
             for p in written.iter() {
                 let _ = remove_durable(p);
             }

@@ -84,10 +84,8 @@ pub fn probe() -> Result<Features, NftError> {
     let failed = match run_nft(script, true) {
         Ok(()) => Vec::new(),
         Err(NftError::Refused { stderr }) => {
-            let lines: Vec<usize> = [BASE_LINE, CT_LINE, REJECT_LINE]
-                .into_iter()
-                .filter(|l| stderr.contains(&format!(":{l}:")))
-                .collect();
+            let lines: Vec<usize> =
+                [BASE_LINE, CT_LINE, REJECT_LINE].into_iter().filter(|l| stderr.contains(&format!(":{l}:"))).collect();
             // A refusal on none of the probe lines is nft itself failing.
             if lines.is_empty() || lines.contains(&BASE_LINE) {
                 return Err(NftError::Refused { stderr });
@@ -96,8 +94,7 @@ pub fn probe() -> Result<Features, NftError> {
         }
         Err(e) => return Err(e),
     };
-    let state =
-        if failed.contains(&CT_LINE) { StateSource::BrNetfilterMark } else { StateSource::BridgeConntrack };
+    let state = if failed.contains(&CT_LINE) { StateSource::BrNetfilterMark } else { StateSource::BridgeConntrack };
     Ok(Features { state, bridge_reject: !failed.contains(&REJECT_LINE), counters: false })
 }
 

@@ -26,4 +26,6 @@ pub fn port_input(
     let concrete = if shareable(&template) { None } else { Some(concrete.clone()) };
     PortInput { port, key, template, concrete, values, routed }
 }
-pub use ruleset::{build, plan, port_values, shareable, BuildError, Features, Plan, PortInput, PortValues, TABLE};
+pub use ruleset::{
+    build, plan, port_values, shareable, BuildError, Features, Plan, PortInput, PortValues, Staged, TABLE,
+};

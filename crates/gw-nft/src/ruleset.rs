@@ -495,6 +495,17 @@ pub struct PlannedSet {
     elements: BTreeMap<String, Option<Vec<u8>>>,
 }
 
+/// A change in three steps (see [`Plan::staged_update`]).
+#[derive(Debug, Clone)]
+pub struct Staged {
+    /// nft: new sets (empty) and new chains.
+    pub before: String,
+    /// netlink: every element change, in one batch.
+    pub elements: Vec<SetChange>,
+    /// nft: chains and sets no longer used.
+    pub after: String,
+}
+
 /// Everything guestwall's tables hold, before it is written as nft text.
 /// Keep the plan that was applied: [`Plan::render_update`] turns the next
 /// one into a transaction that touches only what changed.
@@ -857,21 +868,34 @@ impl Plan {
     /// element has its key bytes. Deletions come first, so a port that
     /// changes is never without its entries at commit.
     pub fn element_changes(&self, old: &Plan) -> Option<Vec<SetChange>> {
-        if self.features != old.features
-            || self.same_byte != old.same_byte
-            || self.uses_related != old.uses_related
-            || self.routed != old.routed
-            || self.chains != old.chains
-            || self.sets.len() != old.sets.len()
-        {
+        if self.chains != old.chains || !self.sets.keys().eq(old.sets.keys()) {
             return None;
         }
+        self.elements_diff(old)
+    }
+
+    fn same_table_parts(&self, old: &Plan) -> bool {
+        self.features == old.features
+            && self.same_byte == old.same_byte
+            && self.uses_related == old.uses_related
+            && self.routed == old.routed
+    }
+
+    /// The set and map element changes from `old`, for sets in this plan
+    /// (sets new here are diffed against empty ones); `None` when a set
+    /// changed its type or an element has no key bytes.
+    fn elements_diff(&self, old: &Plan) -> Option<Vec<SetChange>> {
+        if !self.same_table_parts(old) {
+            return None;
+        }
+        let empty = PlannedSet { typeof_: String::new(), interval: false, elements: BTreeMap::new() };
         let (mut dels, mut adds) = (Vec::new(), Vec::new());
         for (name, set) in &self.sets {
-            let o = old.sets.get(name)?;
-            if o.typeof_ != set.typeof_ || o.interval != set.interval {
-                return None;
-            }
+            let o = match old.sets.get(name) {
+                Some(o) if o.typeof_ != set.typeof_ || o.interval != set.interval => return None,
+                Some(o) => o,
+                None => &empty,
+            };
             let gone: Vec<&Option<Vec<u8>>> =
                 o.elements.iter().filter(|(k, _)| !set.elements.contains_key(*k)).map(|(_, v)| v).collect();
             let new: Vec<&Option<Vec<u8>>> =
@@ -921,6 +945,50 @@ impl Plan {
         }
         dels.extend(adds);
         Some(dels)
+    }
+
+    /// The change from `old` in three steps, for when it adds filters (new
+    /// chains and sets) and many elements: `before` (nft) adds the new sets,
+    /// empty, and the new chains, which nothing refers to yet; `elements`
+    /// (one netlink batch) fills the sets and points the ports at their
+    /// chains, all at once; `after` (nft) deletes the chains and sets no port
+    /// uses any more. Each port goes from its old program to its new one in
+    /// the one middle transaction. `None` when a chain or set that stays
+    /// would change (a redefined filter): then [`Plan::render_update`].
+    pub fn staged_update(&self, old: &Plan) -> Option<Staged> {
+        let t = format!("bridge {TABLE}");
+        if old.chains.iter().any(|(n, lines)| self.chains.get(n).is_some_and(|l| l != lines)) {
+            return None;
+        }
+        let elements = self.elements_diff(old)?;
+        let mut before = String::new();
+        for (name, set) in self.sets.iter().filter(|(n, _)| !old.sets.contains_key(*n)) {
+            let _ = writeln!(before, "add set {t} {name} {{");
+            set_body(&mut before, set, "", false);
+            let _ = writeln!(before, "}}");
+        }
+        let added: Vec<(&String, &Vec<String>)> =
+            self.chains.iter().filter(|(n, _)| !old.chains.contains_key(*n)).collect();
+        for (name, _) in &added {
+            let _ = writeln!(before, "add chain {t} {name}");
+        }
+        for (name, lines) in &added {
+            for l in *lines {
+                let _ = writeln!(before, "add rule {t} {name} {l}");
+            }
+        }
+        let mut after = String::new();
+        let stale: Vec<&String> = old.chains.keys().filter(|n| !self.chains.contains_key(*n)).collect();
+        for name in &stale {
+            let _ = writeln!(after, "flush chain {t} {name}");
+        }
+        for name in deletion_order(stale) {
+            let _ = writeln!(after, "delete chain {t} {name}");
+        }
+        for name in old.sets.keys().filter(|n| !self.sets.contains_key(*n)) {
+            let _ = writeln!(after, "delete set {t} {name}");
+        }
+        Some(Staged { before, elements, after })
     }
 
     /// A transaction that turns `old` (what is loaded) into this plan,
