@@ -171,36 +171,74 @@ impl Engine {
     /// With `strict`, a binding that cannot be compiled is an error;
     /// without, it is logged and left out (start-up, port events).
     fn desired(&self, lib: &Library, bindings: &BTreeMap<String, Binding>, strict: bool) -> Result<Plan, ApiError> {
-        self.desired_with(lib, bindings, strict, None)
+        self.desired_with(lib, bindings, strict, None).map(|(plan, _)| plan)
     }
 
     /// [`Engine::desired`] for a candidate library in which only filter
     /// `changed` differs from the current one: bindings whose filters never
-    /// reach it keep their compiled inputs.
+    /// reach it keep their compiled inputs, and so do those whose filters'
+    /// rules with variables are unchanged (only the shared chains change).
+    /// Also returns the inputs made for the candidate (for the cache, once
+    /// it is adopted).
     fn desired_with(
         &self,
         lib: &Library,
         bindings: &BTreeMap<String, Binding>,
         strict: bool,
         changed: Option<&str>,
-    ) -> Result<Plan, ApiError> {
+    ) -> Result<(Plan, Vec<(Binding, PortInput)>), ApiError> {
         // The cache holds inputs compiled against self.lib only.
         let cached = std::ptr::eq(lib, &self.lib);
-        let unaffected = |b: &Binding| changed.is_some_and(|c| !self.reaches(&b.filterref.filter, c, &mut Vec::new()));
+        // Per filter, not per binding: thousands of bindings share a few filters.
+        let reach: std::cell::RefCell<BTreeMap<String, bool>> = Default::default();
+        let unaffected = |b: &Binding| {
+            changed.is_some_and(|c| {
+                let f = &b.filterref.filter;
+                if let Some(r) = reach.borrow().get(f) {
+                    return !r;
+                }
+                let r = self.reaches(f, c, &mut Vec::new());
+                reach.borrow_mut().insert(f.clone(), r);
+                !r
+            })
+        };
         let mut cache = self.compiled.borrow_mut();
         let t0 = std::time::Instant::now();
         let mut inputs = Vec::new();
+        let mut fresh = Vec::new();
         let mut todo = Vec::new();
+        let mut new_templates: BTreeMap<&str, Option<Arc<gw_ir::PortProgram>>> = BTreeMap::new();
+        // Keyed by the templates' addresses, alive (in the cache and in
+        // new_templates) for as long as this map.
+        let mut fit: BTreeMap<(usize, usize), bool> = BTreeMap::new();
         for b in bindings.values() {
             let Some(bridged) = self.links.get(&b.portdev) else {
                 continue;
             };
             let routed = !bridged;
-            if cached || unaffected(b) {
-                if let Some((cb, input)) = cache.get(&b.portdev) {
-                    if cb == b && input.routed == routed {
-                        inputs.push(input.clone());
-                        continue;
+            if let Some((cb, input)) = cache.get(&b.portdev).filter(|(cb, i)| cb == b && i.routed == routed) {
+                if cached || unaffected(b) {
+                    inputs.push(input.clone());
+                    continue;
+                }
+                // A redefinition that left the rules with variables alone:
+                // the port's values stay, only the template is new.
+                if input.concrete.is_none() {
+                    let t = new_templates
+                        .entry(&b.filterref.filter)
+                        .or_insert_with(|| gw_ir::template_of(lib, b).ok().map(Arc::new));
+                    if let Some(t) = t.as_ref().filter(|t| gw_nft::shareable(t)) {
+                        // Ports of one filter share its template: decide once per template.
+                        let from = Arc::as_ptr(&input.template) as usize;
+                        let fits = *fit
+                            .entry((from, Arc::as_ptr(t) as usize))
+                            .or_insert_with(|| gw_nft::PortValues::fit(&input.template, t));
+                        if fits {
+                            let kept = PortInput { template: t.clone(), ..input.clone() };
+                            fresh.push((cb.clone(), kept.clone()));
+                            inputs.push(kept);
+                            continue;
+                        }
                     }
                 }
             }
@@ -212,6 +250,8 @@ impl Engine {
                 Ok(input) => {
                     if cached {
                         cache.insert(b.portdev.clone(), ((*b).clone(), input.clone()));
+                    } else {
+                        fresh.push(((*b).clone(), input.clone()));
                     }
                     inputs.push(input);
                 }
@@ -220,9 +260,10 @@ impl Engine {
             }
         }
         let t1 = std::time::Instant::now();
-        let plan = gw_nft::plan(&inputs, self.features).map_err(|e| err(ErrorCode::Invalid, e.to_string()));
+        let plan = gw_nft::plan_from(&inputs, self.features, self.applied.as_ref())
+            .map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
         tracing::debug!("links and compile {:?}, plan {:?}", t1 - t0, t1.elapsed());
-        plan
+        Ok((plan, fresh))
     }
 
     /// Loads `plan` into the kernel: only what changed since the last plan,
@@ -519,7 +560,7 @@ impl Engine {
             return Err(err(ErrorCode::Invalid, e.to_string()));
         }
         // Every binding must still compile: a change that does not is refused.
-        let plan = self.desired_with(&lib, &self.bindings, true, Some(&name))?;
+        let (plan, fresh) = self.desired_with(&lib, &self.bindings, true, Some(&name))?;
         let affected: Vec<String> = self
             .bindings
             .values()
@@ -535,6 +576,9 @@ impl Engine {
                 let mut cache = self.compiled.borrow_mut();
                 for port in &affected {
                     cache.remove(port);
+                }
+                for (b, input) in fresh {
+                    cache.insert(b.portdev.clone(), (b, input));
                 }
                 drop(cache);
                 info!("filter {name} defined ({} binding(s) use it): {m}", affected.len());

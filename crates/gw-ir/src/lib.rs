@@ -142,6 +142,9 @@ pub struct IrRule {
     pub origin: Origin,
     /// Its resolved instance (shared by all expansions of one rule).
     pub inst: usize,
+    /// The instance's fingerprint ([`gw_resolve::ResolvedRule::key`]).
+    #[serde(skip)]
+    pub key: u64,
     /// Its priority.
     pub priority: i32,
     /// The rule's comment attribute.

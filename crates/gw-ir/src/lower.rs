@@ -259,6 +259,7 @@ fn ir_rule(rr: &ResolvedRule, conds: Vec<Cond>, reversed: bool) -> IrRule {
         action: rr.rule.action,
         origin: rr.origin.clone(),
         inst: rr.inst,
+        key: rr.key,
         priority: rr.rule.priority,
         comment,
         reversed,

@@ -27,5 +27,5 @@ pub fn port_input(
     PortInput { port, key, template, concrete, values, routed }
 }
 pub use ruleset::{
-    build, plan, port_values, shareable, BuildError, Features, Plan, PortInput, PortValues, Staged, TABLE,
+    build, plan, plan_from, port_values, shareable, BuildError, Features, Plan, PortInput, PortValues, Staged, TABLE,
 };

@@ -26,6 +26,7 @@ use gw_model::value::state;
 use gw_model::{Action, Value};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 /// guestwall's table name (in the `bridge` and `inet` families).
 pub const TABLE: &str = "guestwall";
@@ -105,9 +106,7 @@ pub enum BuildError {
 /// An nft set of per-port values for one rule.
 struct SetDef {
     name: String,
-    typeof_: String,
-    interval: bool,
-    elements: Vec<(String, Option<Vec<u8>>)>,
+    set: Arc<PlannedSet>,
 }
 
 struct Out {
@@ -154,6 +153,10 @@ struct Ctx<'a> {
     routed: bool,
     /// Rules carry counters.
     counters: bool,
+    /// The previous plan's sets, when this group's ports and their values
+    /// are the very same as then: a set of the same name is reused, not
+    /// written again.
+    reuse: Option<&'a BTreeMap<String, Arc<PlannedSet>>>,
 }
 
 /// What a condition becomes on a routed port (inet family): `Some(text)` to
@@ -252,22 +255,24 @@ impl Ctx<'_> {
             };
             let rev = if r.reversed { "r" } else { "" };
             let typeof_s = typeof_.join(" . ");
-            // Named by what decides its elements (the rule's origin and its
-            // variable conditions), not by the rule's position in the DAG: a
-            // filter redefined with one more rule keeps its sets, so the
-            // change is chains only, whatever the number of ports.
-            let sig: Vec<String> = var_idx.iter().map(|i| format!("{:?}", r.conds[*i])).collect();
-            let base = format!(
-                "{}_{layer_tag}{rev}_{:08x}",
-                self.prefix(),
-                fnv(&format!("{typeof_s}\u{0}{}#{}\u{0}{}", r.origin.filter, r.origin.entry, sig.join("\u{0}")))
-            );
+            // Named by what decides its elements (the rule instance's
+            // fingerprint: its rule and the parameters on its path), not by
+            // its position in the DAG: a filter redefined with one more rule
+            // keeps its sets, so the change is chains only, whatever the
+            // number of ports.
+            let base = format!("{}_{layer_tag}{rev}_{:08x}", self.prefix(), fnv(&format!("{typeof_s}\u{0}{}", r.key)));
             let mut name = base.clone();
             let mut n = 1;
-            // The same rule reached by another path (its parameters may differ).
             while out.sets.iter().any(|s| s.name == name) {
                 n += 1;
                 name = format!("{base}_{n}");
+            }
+            parts.push(format!("{} @{name}", typeof_.join(" . ")));
+            if let Some(old) = self.reuse.and_then(|sets| sets.get(&name)) {
+                if old.typeof_ == typeof_s && old.interval == interval {
+                    out.sets.push(SetDef { name, set: old.clone() });
+                    return Ok(Some(parts.join(" ")));
+                }
             }
             let mut elements = Vec::new();
             for (port, pv) in self.ports {
@@ -285,8 +290,8 @@ impl Ctx<'_> {
             }
             elements.sort();
             elements.dedup_by(|a, b| a.0 == b.0);
-            parts.push(format!("{} @{name}", typeof_.join(" . ")));
-            out.sets.push(SetDef { name, typeof_: typeof_s, interval, elements });
+            let set = PlannedSet { typeof_: typeof_s, interval, elements: elements.into_iter().collect() };
+            out.sets.push(SetDef { name, set: Arc::new(set) });
         }
         Ok(Some(parts.join(" ")))
     }
@@ -390,19 +395,39 @@ pub struct PortValues {
     by_rule: Vec<(RuleKey, Vec<Result<Element, String>>)>,
 }
 
-type RuleKey = (Side, usize, bool);
+/// A template rule's side, instance fingerprint and reversal: stable when
+/// a filter is redefined without touching this rule (see
+/// [`gw_resolve::ResolvedRule::key`]), so a port's values can be kept.
+type RuleKey = (Side, u64, bool);
 
 /// A set element after the port: " . value . value" and its key bytes.
 type Element = (Box<str>, Option<Box<[u8]>>);
 
 impl PortValues {
+    /// Whether these values serve `template` as well as the template they
+    /// were taken from (`from`): both have the same rules with variables
+    /// (same fingerprints, sides and reversal). Then a redefinition that left
+    /// those rules alone needs no port to be compiled again.
+    pub fn fit(from: &PortProgram, template: &PortProgram) -> bool {
+        var_rule_keys(from) == var_rule_keys(template)
+    }
+
     fn expansions(&self, side: Side, t: &IrRule) -> &[Result<Element, String>] {
-        let key = (side, t.inst, t.reversed);
+        let key = (side, t.key, t.reversed);
         match self.by_rule.binary_search_by(|(k, _)| k.cmp(&key)) {
             Ok(i) => &self.by_rule[i].1,
             Err(_) => &[],
         }
     }
+}
+
+fn var_rule_keys(t: &PortProgram) -> std::collections::BTreeSet<RuleKey> {
+    Side::BOTH
+        .iter()
+        .flat_map(|side| {
+            rules_of(t.side(*side)).filter(|r| r.conds.iter().any(has_var)).map(move |r| (*side, r.key, r.reversed))
+        })
+        .collect()
 }
 
 /// Extracts a port's values for the sets of `template` from its program.
@@ -414,8 +439,8 @@ pub fn port_values(template: &PortProgram, concrete: &PortProgram) -> PortValues
             if var_idx.is_empty() {
                 continue;
             }
-            let entry = by_rule.entry((side, t.inst, t.reversed)).or_default();
-            for r in rules_of(concrete.side(side)).filter(|r| r.inst == t.inst && r.reversed == t.reversed) {
+            let entry = by_rule.entry((side, t.key, t.reversed)).or_default();
+            for r in rules_of(concrete.side(side)).filter(|r| r.key == t.key && r.reversed == t.reversed) {
                 let conds: Vec<&gw_ir::Cond> = var_idx.iter().filter_map(|i| r.conds.get(*i)).collect();
                 if conds.len() != var_idx.len() {
                     entry.push(Err("its program does not line up with the template".into()));
@@ -513,7 +538,7 @@ pub struct Staged {
 pub struct Plan {
     features: Features,
     summary: Vec<String>,
-    sets: BTreeMap<String, PlannedSet>,
+    sets: BTreeMap<String, Arc<PlannedSet>>,
     from_guest: BTreeMap<String, String>,
     to_guest: BTreeMap<String, String>,
     chains: BTreeMap<String, Vec<String>>,
@@ -521,12 +546,15 @@ pub struct Plan {
     uses_related: bool,
     /// Routed ports, in `table inet guestwall`.
     routed: RoutedPlan,
+    /// Each shared group's ports and their values (kept, so that identity
+    /// says "unchanged": see [`plan_from`]).
+    members: BTreeMap<String, Vec<(String, Arc<PortValues>)>>,
 }
 
 /// The routed ports' part of a plan: chains, sets and maps in the inet table.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct RoutedPlan {
-    sets: BTreeMap<String, PlannedSet>,
+    sets: BTreeMap<String, Arc<PlannedSet>>,
     from_guest: BTreeMap<String, String>,
     to_guest: BTreeMap<String, String>,
     chains: BTreeMap<String, Vec<String>>,
@@ -535,6 +563,13 @@ struct RoutedPlan {
 
 /// Plans the ruleset for these ports.
 pub fn plan(ports: &[PortInput], features: Features) -> Result<Plan, BuildError> {
+    plan_from(ports, features, None)
+}
+
+/// [`plan`], reusing the sets of `prev` for groups whose ports and values
+/// are the very same (`Arc`s) as in `prev`: redefining a filter thousands
+/// of ports use then costs its chains, not their elements.
+pub fn plan_from(ports: &[PortInput], features: Features, prev: Option<&Plan>) -> Result<Plan, BuildError> {
     let mut seen = std::collections::BTreeSet::new();
     for p in ports {
         if !seen.insert(p.port.as_str()) {
@@ -562,11 +597,23 @@ pub fn plan(ports: &[PortInput], features: Features) -> Result<Plan, BuildError>
         same_byte: false,
         uses_related: false,
         routed: RoutedPlan::default(),
+        members: BTreeMap::new(),
     };
     for ((routed, key, own), members) in &groups {
         let shared = own.is_none();
         let group = group_name(key, own.as_deref(), *routed);
         let pairs: Vec<(&str, &PortValues)> = members.iter().map(|p| (p.port.as_str(), &*p.values)).collect();
+        let values: Vec<(String, Arc<PortValues>)> =
+            members.iter().map(|p| (p.port.clone(), p.values.clone())).collect();
+        let unchanged = prev.and_then(|p| p.members.get(&group)).is_some_and(|old| {
+            old.len() == values.len()
+                && old.iter().zip(&values).all(|((op, ov), (np, nv))| op == np && Arc::ptr_eq(ov, nv))
+        });
+        let reuse = match (unchanged, prev) {
+            (true, Some(p)) if *routed => Some(&p.routed.sets),
+            (true, Some(p)) => Some(&p.sets),
+            _ => None,
+        };
         let prog: &PortProgram = if shared {
             &members[0].template
         } else {
@@ -587,8 +634,12 @@ pub fn plan(ports: &[PortInput], features: Features) -> Result<Plan, BuildError>
                 port_for_errors: members[0].port.as_str(),
                 routed: *routed,
                 counters: features.counters,
+                reuse,
             };
             ctx.side(prog.side(side), if *routed { &mut rout } else { &mut out })?;
+        }
+        if shared {
+            plan.members.insert(group.clone(), values);
         }
         let (from, to) = if *routed {
             (&mut plan.routed.from_guest, &mut plan.routed.to_guest)
@@ -613,16 +664,8 @@ pub fn plan(ports: &[PortInput], features: Features) -> Result<Plan, BuildError>
             names.join(" ")
         ));
     }
-    let sets = |v: Vec<SetDef>| -> BTreeMap<String, PlannedSet> {
-        v.into_iter()
-            .map(|s| {
-                (
-                    s.name,
-                    PlannedSet { typeof_: s.typeof_, interval: s.interval, elements: s.elements.into_iter().collect() },
-                )
-            })
-            .collect()
-    };
+    let sets =
+        |v: Vec<SetDef>| -> BTreeMap<String, Arc<PlannedSet>> { v.into_iter().map(|s| (s.name, s.set)).collect() };
     if rout.skipped > 0 {
         plan.summary.push(format!(
             "# {} rule(s) match only Ethernet details routed ports do not have (ARP, VLAN, STP, MACs of packets to the guest) and are left out there",
@@ -681,7 +724,7 @@ fn deletion_order(names: Vec<&String>) -> Vec<&String> {
 /// filters' chains and the two base chains that look ports up in the maps.
 fn dispatch_body(
     s: &mut String,
-    sets: &BTreeMap<String, PlannedSet>,
+    sets: &BTreeMap<String, Arc<PlannedSet>>,
     chains: &BTreeMap<String, Vec<String>>,
     from: (&str, &BTreeMap<String, String>),
     to: (&str, &BTreeMap<String, String>),
@@ -892,8 +935,9 @@ impl Plan {
         let (mut dels, mut adds) = (Vec::new(), Vec::new());
         for (name, set) in &self.sets {
             let o = match old.sets.get(name) {
+                Some(o) if Arc::ptr_eq(o, set) => continue,
                 Some(o) if o.typeof_ != set.typeof_ || o.interval != set.interval => return None,
-                Some(o) => o,
+                Some(o) => &**o,
                 None => &empty,
             };
             let gone: Vec<&Option<Vec<u8>>> =
@@ -1031,7 +1075,7 @@ impl Plan {
             }
         }
         for (name, set) in &self.sets {
-            if let Some(o) = old.sets.get(name) {
+            if let Some(o) = old.sets.get(name).filter(|o| !Arc::ptr_eq(o, set)) {
                 let gone: Vec<&String> = o.elements.keys().filter(|k| !set.elements.contains_key(*k)).collect();
                 let new: Vec<&String> = set.elements.keys().filter(|k| !o.elements.contains_key(*k)).collect();
                 if !gone.is_empty() {

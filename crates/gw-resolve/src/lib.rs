@@ -151,6 +151,12 @@ pub struct ResolvedRule {
     /// The index of the rule instance it expands (see [`template`]): all
     /// expansions of one instance share it.
     pub inst: usize,
+    /// A fingerprint of the instance (its rule, the filterref parameters on
+    /// its path, its chain): the same in every resolution of a library in
+    /// which that instance is unchanged, wherever other rules come or go.
+    /// Equal keys mean equal values for equal binding parameters.
+    #[serde(skip)]
+    pub key: u64,
 }
 
 /// A jump from the root chain into a sub-chain.
@@ -229,6 +235,8 @@ struct RuleInst<'a> {
     origin: Origin,
     /// filterref parameters from the outermost reference inwards.
     path: Vec<&'a Params>,
+    /// See [`ResolvedRule::key`].
+    key: u64,
 }
 
 impl<'a> RuleInst<'a> {
@@ -270,6 +278,7 @@ fn walk<'a>(
                 chain_priority: filter.priority,
                 origin: Origin { filter: filter.name.clone(), entry: i + 1 },
                 path: path.clone(),
+                key: 0,
             }),
             Entry::FilterRef(fr) => {
                 if let Some(pos) = stack.iter().position(|n| n == &fr.filter) {
@@ -297,8 +306,22 @@ fn walk<'a>(
 fn instances<'a>(src: &'a dyn FilterSource, filter: &'a Filter) -> Result<Vec<RuleInst<'a>>, ResolveError> {
     let mut insts = Vec::new();
     walk(src, filter, &mut Vec::new(), &mut Vec::new(), &mut insts)?;
+    // Identical instances (one filter reached twice with the same
+    // parameters) are told apart by their order of appearance.
+    let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
+    for i in insts.iter_mut() {
+        let content = fnv64(format!("{:?}\u{0}{:?}\u{0}{}", i.rule, i.path, i.chain).as_bytes());
+        let n = seen.entry(content).or_default();
+        *n += 1;
+        i.key = fnv64(format!("{content}#{n}").as_bytes());
+    }
     insts.sort_by_key(|i| (i.chain != "root", i.rule.priority));
     Ok(insts)
+}
+
+/// FNV-1a, 64 bits: stable across runs and builds (unlike std's hasher).
+fn fnv64(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| (h ^ u64::from(*x)).wrapping_mul(0x0000_0100_0000_01b3))
 }
 
 /// Checks a DAG for unknown filters and cycles without resolving variables.
@@ -572,6 +595,7 @@ fn resolve_insts(
                     chain: inst.chain.to_string(),
                     origin: inst.origin.clone(),
                     inst: idx,
+                    key: inst.key,
                 });
             }
         }
@@ -589,7 +613,13 @@ pub fn template(src: &dyn FilterSource, filter: &Filter) -> Result<Resolved, Res
         .iter()
         .enumerate()
         .map(|(idx, i)| {
-            vec![ResolvedRule { rule: i.rule.clone(), chain: i.chain.to_string(), origin: i.origin.clone(), inst: idx }]
+            vec![ResolvedRule {
+                rule: i.rule.clone(),
+                chain: i.chain.to_string(),
+                origin: i.origin.clone(),
+                inst: idx,
+                key: i.key,
+            }]
         })
         .collect();
     Ok(layout(filter, &Params::new(), &insts, per_inst))
