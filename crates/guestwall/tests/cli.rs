@@ -79,7 +79,7 @@ fn validate_reports_every_bad_value_with_place_and_range() {
     let d = TempDir::new("bad");
     let f = d.file(
         "bad.xml",
-        "<filter name='bad'>\n  <rule action='accept' direction='in'>\n    <tcp dstportstart='65536' srcipaddr='10.1.2.300'/>\n  </rule>\n  <rule action='sing' direction='in'/>\n</filter>\n",
+        "<filter name='bad'>\n  <rule action='accept' direction='in'>\n    <tcp dstportstart='65536' srcipaddr='192.0.2.300'/>\n  </rule>\n  <rule action='sing' direction='in'/>\n</filter>\n",
     );
     let path = f.to_str().expect("utf-8");
     let o = gw(&["filter", "validate", path]);
@@ -90,7 +90,7 @@ fn validate_reports_every_bad_value_with_place_and_range() {
         "{err}"
     );
     assert!(
-        err.contains(&format!("{path}:3:31: tcp/srcipaddr: illegal value: '10.1.2.300' is not an IPv4 address")),
+        err.contains(&format!("{path}:3:31: tcp/srcipaddr: illegal value: '192.0.2.300' is not an IPv4 address")),
         "{err}"
     );
     assert!(
@@ -128,12 +128,12 @@ fn validate_reports_malformed_xml_with_position() {
 #[test]
 fn normalize_prints_libvirts_dump_and_warns_about_quirks() {
     let d = TempDir::new("norm");
-    let f = d.file("q.xml", "<filter name='q'>\n<rule action='accept' direction='in' priority='100'>\n<tcp match='no' srcipaddr='10.1.2.3'/>\n<tcp dstportstart='22' srcporttend='3'/>\n</rule>\n</filter>\n");
+    let f = d.file("q.xml", "<filter name='q'>\n<rule action='accept' direction='in' priority='100'>\n<tcp match='no' srcipaddr='192.0.2.3'/>\n<tcp dstportstart='22' srcporttend='3'/>\n</rule>\n</filter>\n");
     let o = gw(&["filter", "normalize", f.to_str().expect("p")]);
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(
         text(&o.stdout),
-        "<filter name='q' chain='root'>\n  <rule action='accept' direction='in' priority='100'>\n    <tcp match='no' srcipaddr='10.1.2.3'/>\n    <tcp dstportstart='22'/>\n  </rule>\n</filter>\n"
+        "<filter name='q' chain='root'>\n  <rule action='accept' direction='in' priority='100'>\n    <tcp match='no' srcipaddr='192.0.2.3'/>\n    <tcp dstportstart='22'/>\n  </rule>\n</filter>\n"
     );
     let err = text(&o.stderr);
     assert!(err.contains("q.xml:4:1: warning: tcp: a second <tcp> in one rule is merged"), "{err}");

@@ -60,7 +60,7 @@ fn frame(rng: &mut Rng, n: usize, own: (&str, &str), other: (&str, &str), dst: (
     match rng.next() % 7 {
         0..=2 => {
             let src_ip = *rng.pick(&[own.1, own.1, other.1, "0.0.0.0"]);
-            let dst_ip = *rng.pick(&[dst.1, dst.1, "255.255.255.255", "224.0.0.251"]);
+            let dst_ip = *rng.pick(&[dst.1, dst.1, "255.255.255.255", "233.252.0.1"]);
             let dport = *rng.pick(&[53u16, 67, 68, 9, 80]);
             let sport = if dport == 67 { 68 } else { 10000 + n as u16 };
             let mut p = base(0x0800);

@@ -196,7 +196,7 @@ fn jumps_interleave_with_root_rules_by_chain_priority() {
 
 #[test]
 fn parameter_values_are_checked() {
-    let e = run(&["<filter name='t'/>"], "t", &["IP=1.2.3.4/24"]).unwrap_err();
+    let e = run(&["<filter name='t'/>"], "t", &["IP=192.0.2.4/24"]).unwrap_err();
     assert!(matches!(e, ResolveError::BadParameter { .. }), "{e:?}");
     assert!(params_from_pairs(["noequals"]).is_err());
     assert!(params_from_pairs(["BAD-NAME=1"]).is_err());
