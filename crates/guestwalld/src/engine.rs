@@ -31,6 +31,19 @@ pub struct Engine {
     /// The host's interfaces, as of the last link event: listing 20,000 of
     /// them costs about 100 ms, too much to repeat for every request.
     links: crate::links::Links,
+    /// Set while healing a deletion seen in the events (see `heal`).
+    known_absent: bool,
+}
+
+/// Why the daemon heals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Heal {
+    /// Another process deleted guestwall's tables (and did nothing else to them).
+    Deleted,
+    /// Another process changed them otherwise.
+    Changed,
+    /// Events were lost.
+    Lost,
 }
 
 /// Element changes above this size are committed without per-element
@@ -155,6 +168,7 @@ impl Engine {
             features,
             applied: None,
             links: crate::links::Links::new(),
+            known_absent: false,
             compiled: Default::default(),
         })
     }
@@ -333,7 +347,7 @@ impl Engine {
         self.applied = Some(plan);
         if foreign {
             // Their events were not seen: at least make sure our tables are there.
-            self.heal(true);
+            self.heal(Heal::Lost);
         }
         Ok(message)
     }
@@ -346,7 +360,7 @@ impl Engine {
     /// filtering.
     fn load_full(&self, plan: &Plan) -> Result<(String, bool), ApiError> {
         let kernel = |e: &dyn std::fmt::Display| err(ErrorCode::Kernel, e.to_string());
-        if tables_present() == (false, false) {
+        if self.known_absent || tables_present() == (false, false) {
             let t0 = std::time::Instant::now();
             if let Some(elements) = plan.all_elements() {
                 let t1 = std::time::Instant::now();
@@ -421,8 +435,8 @@ impl Engine {
     /// Another process changed guestwall's tables (`lost`: events were
     /// lost, so it may have): restore them. A lost-events alarm with both
     /// tables present is only logged, since re-loading costs O(ruleset).
-    pub fn heal(&mut self, lost: bool) {
-        if lost {
+    pub fn heal(&mut self, why: Heal) {
+        if why == Heal::Lost {
             if tables_present() == (true, true) {
                 warn!("nftables events were lost; guestwall's tables are present, left as they are");
                 return;
@@ -432,7 +446,12 @@ impl Engine {
             warn!("another process changed guestwall's tables: restoring them");
         }
         let started = std::time::Instant::now();
-        match self.replace_tables("healing", true) {
+        // Deleted: nothing of ours filters now, so the fast split load needs
+        // no question to the kernel (which is busy freeing what was deleted).
+        self.known_absent = why == Heal::Deleted;
+        let r = self.replace_tables("healing", true);
+        self.known_absent = false;
+        match r {
             Ok(()) => info!("restored in {:?}", started.elapsed()),
             Err(e) => error!("could not restore the rules: {e}"),
         }

@@ -141,16 +141,27 @@ async fn watch_links(notify: Arc<Notify>) -> Result<()> {
     bail!("the rtnetlink event stream ended")
 }
 
+/// What the nftables events since the last heal said.
+#[derive(Default)]
+struct HealFlags {
+    lost: std::sync::atomic::AtomicBool,
+    deleted: std::sync::atomic::AtomicBool,
+    edited: std::sync::atomic::AtomicBool,
+}
+
 /// Follows the kernel's ruleset events on a thread of its own and wakes
 /// `notify` when another process changed guestwall's tables (or events were
 /// lost, then `lost` is set). Our own transactions are recognised by the
 /// committing process the kernel names.
-fn watch_nft(notify: Arc<Notify>, lost: Arc<std::sync::atomic::AtomicBool>) -> std::io::Result<()> {
+fn watch_nft(notify: Arc<Notify>, flags: Arc<HealFlags>) -> std::io::Result<()> {
     // Opened here, so no change made after start-up is missed.
     std::thread::Builder::new().name("nft-events".into()).spawn(move || {
         let r = gw_nft::netlink::watch(gw_nft::TABLE, gw_nft::is_ours, |ev| {
-            if ev == gw_nft::netlink::Event::Lost {
-                lost.store(true, std::sync::atomic::Ordering::SeqCst);
+            use std::sync::atomic::Ordering::SeqCst;
+            match ev {
+                gw_nft::netlink::Event::Lost => flags.lost.store(true, SeqCst),
+                gw_nft::netlink::Event::Foreign { deleted: true } => flags.deleted.store(true, SeqCst),
+                gw_nft::netlink::Event::Foreign { deleted: false } => flags.edited.store(true, SeqCst),
             }
             notify.notify_one();
         });
@@ -205,8 +216,8 @@ async fn run(args: Args, process_started: std::time::Instant) -> Result<()> {
     }
     let listener = bind_socket(&args.socket)?;
     let nft = Arc::new(Notify::new());
-    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    watch_nft(nft.clone(), lost.clone())?;
+    let flags = Arc::new(HealFlags::default());
+    watch_nft(nft.clone(), flags.clone())?;
     let engine: Shared = Arc::new(Mutex::new(Engine::load(&args.config_dir, &args.state_dir, features)?));
     // On a worker thread like every request, so that the allocator gives
     // the start-up's garbage back the same way.
@@ -237,9 +248,18 @@ async fn run(args: Args, process_started: std::time::Instant) -> Result<()> {
     tokio::spawn(async move {
         loop {
             nft.notified().await;
-            let lost = lost.swap(false, std::sync::atomic::Ordering::SeqCst);
+            use std::sync::atomic::Ordering::SeqCst;
+            let (lost, deleted, edited) =
+                (flags.lost.swap(false, SeqCst), flags.deleted.swap(false, SeqCst), flags.edited.swap(false, SeqCst));
+            // A deletion known from the events needs no question to the
+            // kernel, unless something else may have happened too.
+            let why = match (lost, deleted, edited) {
+                (true, _, _) => engine::Heal::Lost,
+                (false, true, false) => engine::Heal::Deleted,
+                _ => engine::Heal::Changed,
+            };
             let e = engine_for_heal.clone();
-            let _ = tokio::task::spawn_blocking(move || with_engine(&e, |eng| eng.heal(lost))).await;
+            let _ = tokio::task::spawn_blocking(move || with_engine(&e, |eng| eng.heal(why))).await;
         }
     });
 

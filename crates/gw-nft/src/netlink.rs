@@ -18,6 +18,8 @@ const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFNLGRP_NFTABLES: u32 = 7;
 
 const NFT_MSG_GETTABLE: u16 = 1;
+const NFT_MSG_DELTABLE: u16 = 2;
+const NFT_MSG_DESTROYTABLE: u16 = 26;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NFT_MSG_NEWGEN: u16 = 15;
@@ -386,10 +388,12 @@ pub fn commit_quietly(changes: &[SetChange]) -> Result<bool, NetlinkError> {
     }
     let r = commit(changes);
     let rejoined = membership(fd, true);
-    let after = generation()?;
+    // The commit's outcome stands even if the generation cannot be read:
+    // then assume others may have committed.
+    let after = generation().ok();
     r?;
     // Our commit is one generation; more means another process's too.
-    Ok(!rejoined || after.wrapping_sub(before) > 1)
+    Ok(!rejoined || after.is_none_or(|a| a.wrapping_sub(before) > 1))
 }
 
 /// Whether table `name` of `family` exists (in this network namespace).
@@ -426,8 +430,12 @@ pub fn table_exists(family: u8, name: &str) -> Result<bool, NetlinkError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     /// A transaction by a process `is_ours` did not claim changed table
-    /// `name` (in the bridge or inet family).
-    Foreign,
+    /// `name` (in the bridge or inet family); `deleted` when it deleted
+    /// that table in both families, as `nft flush ruleset` does.
+    Foreign {
+        /// The table was deleted.
+        deleted: bool,
+    },
     /// Events were lost (the socket overflowed): anything may have changed.
     Lost,
 }
@@ -447,11 +455,14 @@ pub fn watch(table: &str, is_ours: impl Fn(u32) -> bool, mut on: impl FnMut(Even
     force_buffer(&s, libc::SO_RCVBUFFORCE, 64 << 20);
     let mut buf = vec![0u8; 1 << 20];
     let mut touched = false;
+    // Bit 0: the bridge table was deleted, bit 1: the inet table.
+    let mut deleted = 0u8;
     loop {
         let n = match s.recv(&mut &mut buf[..], 0) {
             Ok(n) => n,
             Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
                 touched = false;
+                deleted = 0;
                 on(Event::Lost);
                 continue;
             }
@@ -470,9 +481,10 @@ pub fn watch(table: &str, is_ours: impl Fn(u32) -> bool, mut on: impl FnMut(Even
                     .and_then(|(_, d)| d.get(..4))
                     .map(|d| u32::from_be_bytes([d[0], d[1], d[2], d[3]]));
                 if touched && !pid.is_some_and(&is_ours) {
-                    on(Event::Foreign);
+                    on(Event::Foreign { deleted: deleted == 3 });
                 }
                 touched = false;
+                deleted = 0;
                 continue;
             }
             let family = payload[0];
@@ -483,6 +495,9 @@ pub fn watch(table: &str, is_ours: impl Fn(u32) -> bool, mut on: impl FnMut(Even
             // element, object and flowtable message.
             if attrs(payload).any(|(t, d)| t == 1 && cstr(d) == table.as_bytes()) {
                 touched = true;
+                if msg == NFT_MSG_DELTABLE || msg == NFT_MSG_DESTROYTABLE {
+                    deleted |= if family == FAMILY_BRIDGE { 1 } else { 2 };
+                }
             }
         }
     }
