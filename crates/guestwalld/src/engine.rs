@@ -258,7 +258,7 @@ impl Engine {
             }
             todo.push((b, routed));
         }
-        tracing::debug!("links and cache {:?}", t0.elapsed());
+        tracing::debug!("{} compiled binding(s) reused in {:?}", inputs.len(), t0.elapsed());
         for ((b, _), compiled) in todo.iter().zip(compile_all(lib, &todo)) {
             match compiled {
                 Ok(input) => {
@@ -276,7 +276,7 @@ impl Engine {
         let t1 = std::time::Instant::now();
         let plan = gw_nft::plan_from(&inputs, self.features, self.applied.as_ref())
             .map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
-        tracing::debug!("links and compile {:?}, plan {:?}", t1 - t0, t1.elapsed());
+        tracing::debug!("{} binding(s) compiled by {:?}, planned in {:?}", todo.len(), t1 - t0, t1.elapsed());
         Ok((plan, fresh))
     }
 

@@ -285,12 +285,7 @@ pub fn commit(changes: &[SetChange]) -> Result<(), NetlinkError> {
     crate::client::claim(unsafe { libc::gettid() } as u32);
     // The kernel runs the whole batch inside this send; its answers are
     // queued by the time it returns.
-    let t0 = std::time::Instant::now();
     s.send(&w.buf, 0)?;
-    let t1 = std::time::Instant::now();
-    if std::env::var_os("GW_NL_DEBUG").is_some() {
-        eprintln!("netlink: {} bytes, {} messages, send {:?}", w.buf.len(), what.len(), t1 - t0);
-    }
     let mut pending = what.len();
     let mut buf = vec![0u8; 1 << 16];
     while pending > 0 {
