@@ -375,3 +375,76 @@ fn bad_requests_change_nothing() {
     );
     assert_eq!(t.ruleset_stateless(), rules);
 }
+
+fn journals(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("var/bindings"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".batch-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn binding_doc(port: &str, n: usize) -> String {
+    format!(
+        "<filterbinding><owner><name>g{n}</name><uuid>00000000-0000-4000-8000-{n:012}</uuid></owner><portdev name='{port}'/><mac address='52:54:00:00:{:02x}:{:02x}'/><filterref filter='clean-traffic'><parameter name='IP' value='192.0.2.{}'/></filterref></filterbinding>",
+        n / 256,
+        n % 256,
+        n % 250 + 1
+    )
+}
+
+/// A large batch is stored through one journal, which settles; after a
+/// crash a journal left behind is written out again; deleting a binding
+/// first settles the journals, so a deleted binding never comes back.
+#[test]
+fn batch_journal_settles_recovers_and_never_resurrects() {
+    let mut t = TestHost::new(1);
+    let dir = t.dir.join("gw");
+    let d = Daemon::start(&mut t, &dir);
+    let files: Vec<String> = (0..70)
+        .map(|i| {
+            let f = t.filter_file(&format!("jb{i}.xml"), &binding_doc(&format!("jb{i}"), i));
+            f
+        })
+        .collect();
+    let args: Vec<&str> = ["binding", "create"].into_iter().chain(files.iter().map(String::as_str)).collect();
+    d.ok(&args);
+    wait_for(|| journals(&dir).is_empty(), "the batch's journal to settle");
+    assert_eq!(d.ok(&["binding", "list"]).matches("jb").count(), 70, "bindings after the batch");
+
+    // delete one right after another batch, then crash: it stays deleted
+    let more: Vec<String> =
+        (70..140).map(|i| t.filter_file(&format!("jb{i}.xml"), &binding_doc(&format!("jb{i}"), i))).collect();
+    let args: Vec<&str> = ["binding", "create"].into_iter().chain(more.iter().map(String::as_str)).collect();
+    d.ok(&args);
+    d.ok(&["binding", "delete", "jb100"]);
+    assert!(journals(&dir).is_empty(), "deleting a binding leaves a journal behind: {:?}", journals(&dir));
+    t.kill9(d.pid);
+
+    // a journal a crash left behind, with files lost and torn
+    let journal = dir.join("var/bindings/.batch-1-1.journal");
+    let entries = format!(
+        "[[\"jr1.xml\",{}],[\"jr2.xml\",{}]]",
+        serde_json::to_string(&binding_doc("jr1", 201)).expect("json"),
+        serde_json::to_string(&binding_doc("jr2", 202)).expect("json")
+    );
+    std::fs::write(&journal, entries).expect("journal");
+    std::fs::write(dir.join("var/bindings/jr2.xml"), "").expect("torn file");
+    let d2 = Daemon::start(&mut t, &dir);
+    let list: serde_json::Value = serde_json::from_str(&d2.ok(&["binding", "list", "--json"])).expect("json list");
+    let ports: std::collections::BTreeSet<String> = list
+        .pointer("/bindings/bindings")
+        .and_then(|b| b.as_array())
+        .unwrap_or_else(|| panic!("a list of bindings: {list}"))
+        .iter()
+        .filter_map(|b| b.get("portdev").and_then(|p| p.as_str()).map(str::to_string))
+        .collect();
+    assert!(ports.contains("jr1") && ports.contains("jr2"), "journal not recovered: {ports:?}");
+    assert!(!ports.contains("jb100"), "a deleted binding came back");
+    assert!(ports.contains("jb99") && ports.contains("jb101"), "{ports:?}");
+    assert_eq!(ports.len(), 139 + 2, "bindings after the restart: {ports:?}");
+    assert!(journals(&dir).is_empty(), "recovered journal stays: {:?}", journals(&dir));
+}

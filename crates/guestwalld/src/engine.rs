@@ -46,6 +46,11 @@ pub enum Heal {
     Lost,
 }
 
+/// Batches of at least this many bindings are stored through a journal
+/// (`gw_store::write_journaled`): one fsync instead of a `syncfs` of
+/// thousands of new files.
+const JOURNAL_FROM: usize = 64;
+
 /// Element changes above this size are committed without per-element
 /// events (see `gw_nft::netlink::commit_quietly`).
 const QUIET_ABOVE: usize = 1000;
@@ -142,6 +147,10 @@ impl Engine {
         std::fs::create_dir_all(config_dir)?;
         std::fs::create_dir_all(state_dir.join("bindings"))?;
         let lib = Library::with_dir(config_dir)?;
+        let recovered = gw_store::recover(&state_dir.join("bindings"))?;
+        if recovered > 0 {
+            warn!("{recovered} binding file(s) written again from a batch journal (the daemon stopped before they were durable)");
+        }
         for (path, q) in lib.quirks() {
             warn!("{}:{q}", path.display());
         }
@@ -680,12 +689,28 @@ impl Engine {
             added.iter().map(|b| (self.binding_path(&b.portdev), gw_xml::write_binding(b).into_bytes())).collect();
         let written: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
         let t0 = std::time::Instant::now();
-        let stored = gw_store::write_many(&files);
+        let dir = self.state_dir.join("bindings");
+        // Large batches: one journal file made durable, the files later.
+        let mut journal = None;
+        let stored = if files.len() >= JOURNAL_FROM {
+            let named: Vec<(String, Vec<u8>)> =
+                added.iter().map(|b| (format!("{}.xml", b.portdev), gw_xml::write_binding(b).into_bytes())).collect();
+            gw_store::write_journaled(&dir, &named).map(|j| journal = Some(j))
+        } else {
+            gw_store::write_many(&files)
+        };
         tracing::debug!("{} binding file(s) made durable in {:?}", files.len(), t0.elapsed());
-        if let Err(e) = stored {
+        // Undoing a batch removes its journal first: recovery must not bring it back.
+        let undo = |journal: &Option<PathBuf>| {
+            if let Some(j) = journal {
+                let _ = remove_durable(j);
+            }
             for p in written.iter() {
                 let _ = remove_durable(p);
             }
+        };
+        if let Err(e) = stored {
+            undo(&journal);
             return Err(err(ErrorCode::Storage, e.to_string()));
         }
         match self.load_plan(plan) {
@@ -701,12 +726,20 @@ impl Engine {
                     info!("{} bindings created: {m}", added.len());
                     format!("{} bindings created ({m})", added.len())
                 };
+                if let Some(j) = journal {
+                    // Durable already (the journal); the files follow.
+                    std::thread::spawn(move || {
+                        if let Err(e) = gw_store::settle(&dir, Some(&j)) {
+                            warn!(
+                                "making a batch's binding files durable failed ({e}); its journal stays for recovery"
+                            );
+                        }
+                    });
+                }
                 Ok(Response::Ok { message, warnings })
             }
             Err(e) => {
-                for p in written.iter() {
-                    let _ = remove_durable(p);
-                }
+                undo(&journal);
                 Err(e)
             }
         }
@@ -720,6 +753,8 @@ impl Engine {
         bindings.remove(port);
         let plan = self.desired(&self.lib, &bindings, false)?;
         let path = self.binding_path(port);
+        // A journal naming this binding must not outlive its file.
+        gw_store::settle(&self.state_dir.join("bindings"), None).map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
         remove_durable(&path).map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
         match self.load_plan(plan) {
             Ok(m) => {

@@ -85,6 +85,112 @@ pub fn write_many(files: &[(PathBuf, Vec<u8>)]) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// Journals of batches whose files may not be durable yet live beside them
+/// as `.batch-*.journal` (hidden, so [`list`] does not return them).
+const JOURNAL_PREFIX: &str = ".batch-";
+const JOURNAL_SUFFIX: &str = ".journal";
+
+/// Writes many files of one directory, durable at the cost of one file:
+/// the whole batch is first written as one journal (one fsync), then the
+/// files themselves without syncing. [`settle`] later makes them durable and
+/// removes the journal; after a crash, [`recover`] writes the journal out
+/// again. Making 10,000 binding files durable with `syncfs` took 0.5-4.4 s
+/// on the CI kind; the journal takes one file's fsync.
+///
+/// The caller must settle the journals before removing any of these files
+/// (or recovery would bring it back). Returns the journal's path.
+pub fn write_journaled(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<PathBuf, StoreError> {
+    let entries: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(name, data)| std::str::from_utf8(data).map(|d| (name.as_str(), d)))
+        .collect::<Result<_, _>>()
+        .map_err(|e| StoreError::Io {
+            op: "journal",
+            path: dir.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let journal = dir.join(format!("{JOURNAL_PREFIX}{}-{stamp}{JOURNAL_SUFFIX}", std::process::id()));
+    let text = serde_json::to_vec(&entries).map_err(|e| StoreError::Io {
+        op: "journal",
+        path: journal.clone(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+    })?;
+    write_atomic(&journal, &text)?;
+    for (name, data) in files {
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+        fs::write(&tmp, data).map_err(io("write", &tmp))?;
+        fs::rename(&tmp, &path).map_err(io("rename into", &path))?;
+    }
+    Ok(journal)
+}
+
+fn journals(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StoreError::Io { op: "list", path: dir.to_path_buf(), source: e }),
+    };
+    let mut out: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with(JOURNAL_PREFIX) && n.ends_with(JOURNAL_SUFFIX)
+            })
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Makes the files of the journals in `dir` (all of them, or only `only`)
+/// durable with one `syncfs`, then removes those journals.
+pub fn settle(dir: &Path, only: Option<&Path>) -> Result<(), StoreError> {
+    let listed = match only {
+        Some(j) => vec![j.to_path_buf()],
+        None => journals(dir)?,
+    };
+    if listed.is_empty() {
+        return Ok(());
+    }
+    let d = File::open(dir).map_err(io("open", dir))?;
+    nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)).map_err(|e| StoreError::Io {
+        op: "syncfs",
+        path: dir.to_path_buf(),
+        source: e.into(),
+    })?;
+    for j in listed {
+        remove_durable(&j)?;
+    }
+    Ok(())
+}
+
+/// After a crash: writes out (durably) every file of the journals left in
+/// `dir`, then removes the journals. Returns how many files were written.
+pub fn recover(dir: &Path) -> Result<usize, StoreError> {
+    let mut n = 0;
+    for j in journals(dir)? {
+        let text = fs::read(&j).map_err(io("read", &j))?;
+        let entries: Vec<(String, String)> = serde_json::from_slice(&text).map_err(|e| StoreError::Io {
+            op: "parse journal",
+            path: j.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+        })?;
+        let files: Vec<(PathBuf, Vec<u8>)> = entries
+            .into_iter()
+            // names are single file names of this directory, nothing else
+            .filter(|(name, _)| !name.is_empty() && !name.contains('/') && !name.starts_with('.'))
+            .map(|(name, data)| (dir.join(name), data.into_bytes()))
+            .collect();
+        write_many(&files)?;
+        n += files.len();
+        remove_durable(&j)?;
+    }
+    Ok(n)
+}
+
 /// Removes `path` durably (absent is fine).
 pub fn remove_durable(path: &Path) -> Result<(), StoreError> {
     match fs::remove_file(path) {
@@ -156,6 +262,31 @@ mod tests {
         assert!(StateLock::take(&dir).is_ok());
         remove_durable(&f).expect("remove");
         remove_durable(&f).expect("remove twice");
+        fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn journaled_batches_settle_and_recover() {
+        let dir = std::env::temp_dir().join(format!("gw-store-j-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("mkdir");
+        let files: Vec<(String, Vec<u8>)> =
+            (0..5).map(|i| (format!("p{i}.xml"), format!("<b{i}/>").into_bytes())).collect();
+        let j = write_journaled(&dir, &files).expect("journal");
+        assert!(j.exists());
+        assert_eq!(list(&dir, "xml").expect("list").len(), 5, "journals are not listed");
+        settle(&dir, Some(&j)).expect("settle");
+        assert!(!j.exists(), "settled journal stays");
+        assert_eq!(fs::read_to_string(dir.join("p3.xml")).expect("read"), "<b3/>");
+
+        // a crash before settling: files lost or torn, the journal brings them back
+        let j = write_journaled(&dir, &files).expect("journal");
+        fs::remove_file(dir.join("p1.xml")).expect("lose one");
+        fs::write(dir.join("p2.xml"), b"").expect("tear one");
+        assert_eq!(recover(&dir).expect("recover"), 5);
+        assert!(!j.exists());
+        assert_eq!(fs::read_to_string(dir.join("p1.xml")).expect("read"), "<b1/>");
+        assert_eq!(fs::read_to_string(dir.join("p2.xml")).expect("read"), "<b2/>");
+        assert_eq!(recover(&dir).expect("nothing left"), 0);
         fs::remove_dir_all(&dir).expect("cleanup");
     }
 }
