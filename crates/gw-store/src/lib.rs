@@ -4,8 +4,11 @@
 //! directory as `bindings/PORT.xml`. Every write goes to a temporary file in
 //! the same directory, is fsynced, renamed over the old file and the
 //! directory fsynced, so a crash leaves the old or the new file, never half
-//! of one. A lock file in the state directory keeps a second daemon off the
-//! same state.
+//! of one. Large batches are the exception that keeps this cheap: one
+//! journal file holds the whole batch durably while its files are written
+//! without syncing, until [`settle`] makes them durable (see
+//! [`write_journaled`]). A lock file in the state directory keeps a second
+//! daemon off the same state.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
