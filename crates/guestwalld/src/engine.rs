@@ -693,9 +693,7 @@ impl Engine {
         // Large batches: one journal file made durable, the files later.
         let mut journal = None;
         let stored = if files.len() >= JOURNAL_FROM {
-            let named: Vec<(String, Vec<u8>)> =
-                added.iter().map(|b| (format!("{}.xml", b.portdev), gw_xml::write_binding(b).into_bytes())).collect();
-            gw_store::write_journaled(&dir, &named).map(|j| journal = Some(j))
+            gw_store::write_journaled(&dir, &files).map(|j| journal = Some(j))
         } else {
             gw_store::write_many(&files)
         };

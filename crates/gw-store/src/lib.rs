@@ -40,11 +40,33 @@ fn io<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> St
     move |source| StoreError::Io { op, path: path.to_path_buf(), source }
 }
 
+fn invalid(op: &'static str, path: &Path, e: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+    StoreError::Io { op, path: path.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::InvalidData, e) }
+}
+
+fn parent(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
+}
+
+/// The temporary file `path` is written to before it is renamed into place.
+fn tmp_for(path: &Path) -> PathBuf {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    parent(path).join(format!(".{name}.tmp{}", std::process::id()))
+}
+
+/// One `syncfs` of the file system `f` is on.
+fn syncfs(f: &File, path: &Path) -> Result<(), StoreError> {
+    nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(f)).map_err(|e| StoreError::Io {
+        op: "syncfs",
+        path: path.to_path_buf(),
+        source: e.into(),
+    })
+}
+
 /// Writes `data` to `path` atomically and durably.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<(), StoreError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    let dir = parent(path);
+    let tmp = tmp_for(path);
     let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
     f.write_all(data).map_err(io("write", &tmp))?;
     f.sync_all().map_err(io("fsync", &tmp))?;
@@ -62,25 +84,19 @@ pub fn write_many(files: &[(PathBuf, Vec<u8>)]) -> Result<(), StoreError> {
     let mut renames = Vec::with_capacity(files.len());
     let mut last: Option<File> = None;
     for (path, data) in files {
-        let dir = path.parent().unwrap_or(Path::new("."));
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+        let tmp = tmp_for(path);
         let mut f = File::create(&tmp).map_err(io("create", &tmp))?;
         f.write_all(data).map_err(io("write", &tmp))?;
         renames.push((tmp, path));
         last = Some(f);
     }
     if let (Some(f), Some((tmp, _))) = (last, renames.last()) {
-        nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)).map_err(|e| StoreError::Io {
-            op: "syncfs",
-            path: tmp.clone(),
-            source: e.into(),
-        })?;
+        syncfs(&f, tmp)?;
     }
     let mut dirs = std::collections::BTreeSet::new();
     for (tmp, path) in renames {
         fs::rename(&tmp, path).map_err(io("rename into", path))?;
-        dirs.insert(path.parent().unwrap_or(Path::new(".")).to_path_buf());
+        dirs.insert(parent(path).to_path_buf());
     }
     for d in dirs {
         sync_dir(&d)?;
@@ -100,52 +116,34 @@ const JOURNAL_SUFFIX: &str = ".journal";
 /// again. Making 10,000 binding files durable with `syncfs` took 0.5-4.4 s
 /// on the CI kind; the journal takes one file's fsync.
 ///
-/// The caller must settle the journals before removing any of these files
-/// (or recovery would bring it back). Returns the journal's path.
-pub fn write_journaled(dir: &Path, files: &[(String, Vec<u8>)]) -> Result<PathBuf, StoreError> {
-    let entries: Vec<(&str, &str)> = files
+/// Every file must be in `dir`. The caller must settle the journals before
+/// removing any of these files (or recovery would bring it back). Returns
+/// the journal's path.
+pub fn write_journaled(dir: &Path, files: &[(PathBuf, Vec<u8>)]) -> Result<PathBuf, StoreError> {
+    let entries: Vec<(String, &str)> = files
         .iter()
-        .map(|(name, data)| std::str::from_utf8(data).map(|d| (name.as_str(), d)))
-        .collect::<Result<_, _>>()
-        .map_err(|e| StoreError::Io {
-            op: "journal",
-            path: dir.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        })?;
+        .map(|(path, data)| {
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if parent(path) != dir || name.is_empty() {
+                return Err(invalid("journal", path, std::io::Error::other("not a file of the journal's directory")));
+            }
+            std::str::from_utf8(data).map(|d| (name, d)).map_err(|e| invalid("journal", path, e))
+        })
+        .collect::<Result<_, _>>()?;
     let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
     let journal = dir.join(format!("{JOURNAL_PREFIX}{}-{stamp}{JOURNAL_SUFFIX}", std::process::id()));
-    let text = serde_json::to_vec(&entries).map_err(|e| StoreError::Io {
-        op: "journal",
-        path: journal.clone(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-    })?;
+    let text = serde_json::to_vec(&entries).map_err(|e| invalid("journal", &journal, e))?;
     write_atomic(&journal, &text)?;
-    for (name, data) in files {
-        let path = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
+    for (path, data) in files {
+        let tmp = tmp_for(path);
         fs::write(&tmp, data).map_err(io("write", &tmp))?;
-        fs::rename(&tmp, &path).map_err(io("rename into", &path))?;
+        fs::rename(&tmp, path).map_err(io("rename into", path))?;
     }
     Ok(journal)
 }
 
 fn journals(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
-    let rd = match fs::read_dir(dir) {
-        Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(StoreError::Io { op: "list", path: dir.to_path_buf(), source: e }),
-    };
-    let mut out: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name().is_some_and(|n| {
-                let n = n.to_string_lossy();
-                n.starts_with(JOURNAL_PREFIX) && n.ends_with(JOURNAL_SUFFIX)
-            })
-        })
-        .collect();
-    out.sort();
-    Ok(out)
+    entries(dir, |n| n.starts_with(JOURNAL_PREFIX) && n.ends_with(JOURNAL_SUFFIX))
 }
 
 /// Makes the files of the journals in `dir` (all of them, or only `only`)
@@ -158,12 +156,7 @@ pub fn settle(dir: &Path, only: Option<&Path>) -> Result<(), StoreError> {
     if listed.is_empty() {
         return Ok(());
     }
-    let d = File::open(dir).map_err(io("open", dir))?;
-    nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d)).map_err(|e| StoreError::Io {
-        op: "syncfs",
-        path: dir.to_path_buf(),
-        source: e.into(),
-    })?;
+    syncfs(&File::open(dir).map_err(io("open", dir))?, dir)?;
     for j in listed {
         remove_durable(&j)?;
     }
@@ -176,11 +169,8 @@ pub fn recover(dir: &Path) -> Result<usize, StoreError> {
     let mut n = 0;
     for j in journals(dir)? {
         let text = fs::read(&j).map_err(io("read", &j))?;
-        let entries: Vec<(String, String)> = serde_json::from_slice(&text).map_err(|e| StoreError::Io {
-            op: "parse journal",
-            path: j.clone(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-        })?;
+        let entries: Vec<(String, String)> =
+            serde_json::from_slice(&text).map_err(|e| invalid("parse journal", &j, e))?;
         let files: Vec<(PathBuf, Vec<u8>)> = entries
             .into_iter()
             // names are single file names of this directory, nothing else
@@ -201,15 +191,22 @@ pub fn remove_durable(path: &Path) -> Result<(), StoreError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(StoreError::Io { op: "remove", path: path.to_path_buf(), source: e }),
     }
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    sync_dir(parent(path))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StoreError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io("fsync", dir))
 }
 
-/// The files of a directory with this extension, sorted (absent dir: none).
+/// The files of a directory with this extension, sorted (absent dir: none;
+/// hidden files, such as temporary files and journals, are not listed).
 pub fn list(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, StoreError> {
+    let suffix = format!(".{ext}");
+    entries(dir, |n| n.ends_with(&suffix) && !n.starts_with('.'))
+}
+
+/// The paths in `dir` whose file names `keep` accepts, sorted.
+fn entries(dir: &Path, keep: impl Fn(&str) -> bool) -> Result<Vec<PathBuf>, StoreError> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -217,10 +214,7 @@ pub fn list(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, StoreError> {
     };
     let mut out: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.extension().is_some_and(|x| x == ext)
-                && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.'))
-        })
+        .filter(|p| p.file_name().is_some_and(|n| keep(&n.to_string_lossy())))
         .collect();
     out.sort();
     Ok(out)
@@ -272,8 +266,8 @@ mod tests {
     fn journaled_batches_settle_and_recover() {
         let dir = std::env::temp_dir().join(format!("gw-store-j-{}", std::process::id()));
         fs::create_dir_all(&dir).expect("mkdir");
-        let files: Vec<(String, Vec<u8>)> =
-            (0..5).map(|i| (format!("p{i}.xml"), format!("<b{i}/>").into_bytes())).collect();
+        let files: Vec<(PathBuf, Vec<u8>)> =
+            (0..5).map(|i| (dir.join(format!("p{i}.xml")), format!("<b{i}/>").into_bytes())).collect();
         let j = write_journaled(&dir, &files).expect("journal");
         assert!(j.exists());
         assert_eq!(list(&dir, "xml").expect("list").len(), 5, "journals are not listed");
