@@ -158,42 +158,36 @@ fn socket() -> std::io::Result<Socket> {
     Ok(s)
 }
 
+/// Sets a socket option to `value` (a plain C value: c_int, timeval).
+fn setsockopt<T>(fd: libc::c_int, level: libc::c_int, opt: libc::c_int, value: &T) -> bool {
+    // SAFETY: the pointer and size describe `value`, which outlives the call.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            value as *const T as *const libc::c_void,
+            std::mem::size_of::<T>() as libc::socklen_t,
+        ) == 0
+    }
+}
+
 /// A reply that never comes must not hang the daemon.
 fn recv_timeout(s: &Socket, secs: i64) {
     use std::os::fd::AsRawFd;
-    let tv = libc::timeval { tv_sec: secs, tv_usec: 0 };
-    // SAFETY: setsockopt with a pointer to a timeval that outlives the call.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            &tv as *const libc::timeval as *const libc::c_void,
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        );
-    }
+    setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &libc::timeval { tv_sec: secs, tv_usec: 0 });
 }
 
 /// Raises a socket buffer beyond the sysctl limits (we run as root); a
 /// batch must reach the kernel in one send.
 fn force_buffer(s: &Socket, opt: libc::c_int, bytes: usize) {
     use std::os::fd::AsRawFd;
-    let v = bytes.min(i32::MAX as usize) as libc::c_int;
-    // SAFETY: setsockopt with a pointer to a c_int that outlives the call.
-    unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            opt,
-            &v as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
+    setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, opt, &(bytes.min(i32::MAX as usize) as libc::c_int));
 }
 
-/// One netlink message as read: its type, flags, sequence number and payload
-/// after the header.
-fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
+/// The netlink messages in a buffer as read: each one's type, sequence
+/// number and payload after the header.
+pub fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
     let mut at = 0;
     std::iter::from_fn(move || {
         if at + 16 > buf.len() {
@@ -211,26 +205,40 @@ fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
     })
 }
 
-/// Attributes of a payload after its nfgenmsg: (type without flags, data).
-fn attrs(payload: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut at = 4;
+/// The netlink attributes in `b`: (type without flags, data).
+pub fn attributes(b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut at = 0;
     std::iter::from_fn(move || {
-        if at + 4 > payload.len() {
+        if at + 4 > b.len() {
             return None;
         }
-        let len = u16::from_ne_bytes([payload[at], payload[at + 1]]) as usize;
-        let ty = u16::from_ne_bytes([payload[at + 2], payload[at + 3]]) & 0x3fff;
-        if len < 4 || at + len > payload.len() {
+        let len = u16::from_ne_bytes([b[at], b[at + 1]]) as usize;
+        let ty = u16::from_ne_bytes([b[at + 2], b[at + 3]]) & 0x3fff;
+        if len < 4 || at + len > b.len() {
             return None;
         }
-        let data = &payload[at + 4..at + len];
+        let data = &b[at + 4..at + len];
         at += align4(len);
         Some((ty, data))
     })
 }
 
-fn cstr(d: &[u8]) -> &[u8] {
+/// Attributes of an nf_tables payload, after its nfgenmsg.
+fn attrs(payload: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    attributes(payload.get(4..).unwrap_or_default())
+}
+
+/// A string attribute without its terminating NUL.
+pub fn cstr(d: &[u8]) -> &[u8] {
     d.split(|b| *b == 0).next().unwrap_or(d)
+}
+
+/// For an error (or acknowledgement) message: its errno, 0 for success.
+pub fn error_code(ty: u16, payload: &[u8]) -> Option<i32> {
+    match (ty, payload.get(..4)) {
+        (NLMSG_ERROR, Some(c)) => Some(-i32::from_ne_bytes([c[0], c[1], c[2], c[3]])),
+        _ => None,
+    }
 }
 
 /// Applies all `changes` in one nf_tables transaction: all of them take
@@ -291,15 +299,14 @@ pub fn commit(changes: &[SetChange]) -> Result<(), NetlinkError> {
     while pending > 0 {
         let n = s.recv(&mut &mut buf[..], 0)?;
         for (ty, seq, payload) in messages(&buf[..n]) {
-            if ty != NLMSG_ERROR || payload.len() < 4 {
-                continue;
+            match error_code(ty, payload) {
+                Some(0) => pending = pending.saturating_sub(1),
+                Some(errno) => {
+                    let what = what.get(&seq).cloned().unwrap_or_else(|| "the batch".into());
+                    return Err(NetlinkError::Refused { what, err: std::io::Error::from_raw_os_error(errno) });
+                }
+                None => {}
             }
-            let code = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
-            if code != 0 {
-                let what = what.get(&seq).cloned().unwrap_or_else(|| "the batch".into());
-                return Err(NetlinkError::Refused { what, err: std::io::Error::from_raw_os_error(-code) });
-            }
-            pending = pending.saturating_sub(1);
         }
     }
     Ok(())
@@ -343,27 +350,16 @@ pub fn generation() -> Result<u32, NetlinkError> {
                     return Ok(u32::from_be_bytes([d[0], d[1], d[2], d[3]]));
                 }
             }
-            if ty == NLMSG_ERROR && payload.len() >= 4 {
-                let code = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
-                return Err(NetlinkError::Io(std::io::Error::from_raw_os_error(-code)));
+            if let Some(errno) = error_code(ty, payload) {
+                return Err(NetlinkError::Io(std::io::Error::from_raw_os_error(errno)));
             }
         }
     }
 }
 
 fn membership(fd: i32, join: bool) -> bool {
-    let group = NFNLGRP_NFTABLES as libc::c_int;
     let opt = if join { libc::NETLINK_ADD_MEMBERSHIP } else { libc::NETLINK_DROP_MEMBERSHIP };
-    // SAFETY: setsockopt with a pointer to a c_int that outlives the call.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_NETLINK,
-            opt,
-            &group as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        ) == 0
-    }
+    setsockopt(fd, libc::SOL_NETLINK, opt, &(NFNLGRP_NFTABLES as libc::c_int))
 }
 
 /// [`commit`] without the kernel announcing each element to the event
@@ -405,18 +401,17 @@ pub fn table_exists(family: u8, name: &str) -> Result<bool, NetlinkError> {
     loop {
         let n = s.recv(&mut &mut buf[..], 0)?;
         for (ty, _, payload) in messages(&buf[..n]) {
-            match ty {
-                NLMSG_ERROR if payload.len() >= 4 => {
-                    let code = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
-                    return match -code {
-                        0 => Ok(found),
-                        libc::ENOENT => Ok(false),
-                        e => Err(NetlinkError::Io(std::io::Error::from_raw_os_error(e))),
-                    };
-                }
-                NLMSG_DONE => return Ok(found),
-                _ => found = true,
+            if let Some(errno) = error_code(ty, payload) {
+                return match errno {
+                    0 => Ok(found),
+                    libc::ENOENT => Ok(false),
+                    e => Err(NetlinkError::Io(std::io::Error::from_raw_os_error(e))),
+                };
             }
+            if ty == NLMSG_DONE {
+                return Ok(found);
+            }
+            found = true;
         }
     }
 }
