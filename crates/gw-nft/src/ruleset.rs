@@ -703,6 +703,19 @@ fn map_elements(m: &BTreeMap<String, String>) -> Vec<String> {
     m.iter().map(|(port, chain)| format!("\"{port}\" : goto {chain}")).collect()
 }
 
+type Entries<'a, K, V> = Vec<(&'a K, &'a V)>;
+
+/// What changed from `old` to `new`: the entries to remove (gone, or with
+/// another value) and those to add (new, or with another value).
+fn diff<'a, K: Ord, V: PartialEq>(
+    old: &'a BTreeMap<K, V>,
+    new: &'a BTreeMap<K, V>,
+) -> (Entries<'a, K, V>, Entries<'a, K, V>) {
+    let gone = old.iter().filter(|(k, v)| new.get(*k) != Some(*v)).collect();
+    let added = new.iter().filter(|(k, v)| old.get(*k) != Some(*v)).collect();
+    (gone, added)
+}
+
 /// Chains in an order in which each is deleted before the chains it jumps to.
 fn deletion_order(names: Vec<&String>) -> Vec<&String> {
     let rank = |n: &str| {
@@ -931,61 +944,40 @@ impl Plan {
         if !self.same_table_parts(old) {
             return None;
         }
-        let empty = PlannedSet { typeof_: String::new(), interval: false, elements: BTreeMap::new() };
+        let empty = BTreeMap::new();
         let (mut dels, mut adds) = (Vec::new(), Vec::new());
+        let mut push = |set: &str, add: bool, elements: Vec<(Vec<u8>, Option<String>)>| {
+            if !elements.is_empty() {
+                let change = SetChange { family: FAMILY_BRIDGE, table: TABLE.into(), set: set.into(), add, elements };
+                if add { &mut adds } else { &mut dels }.push(change);
+            }
+        };
         for (name, set) in &self.sets {
             let o = match old.sets.get(name) {
                 Some(o) if Arc::ptr_eq(o, set) => continue,
                 Some(o) if o.typeof_ != set.typeof_ || o.interval != set.interval => return None,
-                Some(o) => &**o,
+                Some(o) => &o.elements,
                 None => &empty,
             };
-            let gone: Vec<&Option<Vec<u8>>> =
-                o.elements.iter().filter(|(k, _)| !set.elements.contains_key(*k)).map(|(_, v)| v).collect();
-            let new: Vec<&Option<Vec<u8>>> =
-                set.elements.iter().filter(|(k, _)| !o.elements.contains_key(*k)).map(|(_, v)| v).collect();
-            for (list, add, out) in [(gone, false, &mut dels), (new, true, &mut adds)] {
-                if list.is_empty() {
-                    continue;
-                }
-                if set.interval {
-                    return None;
-                }
-                let elements = list.into_iter().map(|k| k.clone().map(|k| (k, None))).collect::<Option<_>>()?;
-                out.push(SetChange { family: FAMILY_BRIDGE, table: TABLE.into(), set: name.clone(), add, elements });
+            let (gone, new) = diff(o, &set.elements);
+            if set.interval && !(gone.is_empty() && new.is_empty()) {
+                return None;
             }
+            let keys = |l: Vec<(&String, &Option<Vec<u8>>)>| -> Option<Vec<_>> {
+                l.into_iter().map(|(_, k)| k.clone().map(|k| (k, None))).collect()
+            };
+            push(name, false, keys(gone)?);
+            push(name, true, keys(new)?);
         }
         for (map, new, oldm) in
             [("from_guest", &self.from_guest, &old.from_guest), ("to_guest", &self.to_guest, &old.to_guest)]
         {
-            let gone: Vec<(Vec<u8>, Option<String>)> = oldm
-                .iter()
-                .filter(|(p, c)| new.get(*p) != Some(*c))
-                .map(|(p, _)| ifname_key(p).map(|k| (k, None)))
-                .collect::<Option<_>>()?;
-            let added: Vec<(Vec<u8>, Option<String>)> = new
-                .iter()
-                .filter(|(p, c)| oldm.get(*p) != Some(*c))
-                .map(|(p, c)| ifname_key(p).map(|k| (k, Some(c.clone()))))
-                .collect::<Option<_>>()?;
-            if !gone.is_empty() {
-                dels.push(SetChange {
-                    family: FAMILY_BRIDGE,
-                    table: TABLE.into(),
-                    set: map.into(),
-                    add: false,
-                    elements: gone,
-                });
-            }
-            if !added.is_empty() {
-                adds.push(SetChange {
-                    family: FAMILY_BRIDGE,
-                    table: TABLE.into(),
-                    set: map.into(),
-                    add: true,
-                    elements: added,
-                });
-            }
+            let (gone, added) = diff(oldm, new);
+            let gone = gone.into_iter().map(|(p, _)| ifname_key(p).map(|k| (k, None))).collect::<Option<_>>()?;
+            let added =
+                added.into_iter().map(|(p, c)| ifname_key(p).map(|k| (k, Some(c.clone())))).collect::<Option<_>>()?;
+            push(map, false, gone);
+            push(map, true, added);
         }
         dels.extend(adds);
         Some(dels)
@@ -1006,61 +998,22 @@ impl Plan {
         }
         let elements = self.elements_diff(old)?;
         let mut before = String::new();
-        for (name, set) in self.sets.iter().filter(|(n, _)| !old.sets.contains_key(*n)) {
-            let _ = writeln!(before, "add set {t} {name} {{");
-            set_body(&mut before, set, "", false);
-            let _ = writeln!(before, "}}");
-        }
-        let added: Vec<(&String, &Vec<String>)> =
-            self.chains.iter().filter(|(n, _)| !old.chains.contains_key(*n)).collect();
-        for (name, _) in &added {
-            let _ = writeln!(before, "add chain {t} {name}");
-        }
-        for (name, lines) in &added {
-            for l in *lines {
-                let _ = writeln!(before, "add rule {t} {name} {l}");
-            }
-        }
+        self.render_additions(old, &t, false, &mut before);
         let mut after = String::new();
-        let stale: Vec<&String> = old.chains.keys().filter(|n| !self.chains.contains_key(*n)).collect();
-        for name in &stale {
-            let _ = writeln!(after, "flush chain {t} {name}");
-        }
-        for name in deletion_order(stale) {
-            let _ = writeln!(after, "delete chain {t} {name}");
-        }
-        for name in old.sets.keys().filter(|n| !self.sets.contains_key(*n)) {
-            let _ = writeln!(after, "delete set {t} {name}");
-        }
+        self.render_removals(old, &t, &mut after);
         Some(Staged { before, elements, after })
     }
 
-    /// A transaction that turns `old` (what is loaded) into this plan,
-    /// touching only what differs: set and map elements of ports that came,
-    /// went or changed, and the chains of filters that changed. Falls back
-    /// to a full replacement when the table-wide parts differ. Empty when
-    /// nothing changed.
-    pub fn render_update(&self, old: &Plan) -> String {
-        if self.features != old.features
-            || self.same_byte != old.same_byte
-            || self.uses_related != old.uses_related
-            || self.routed != old.routed
-        {
-            return self.render_full();
+    /// Sets new in this plan (with their elements or empty) and chains new
+    /// or changed since `old`, as nft commands on table `t`.
+    fn render_additions(&self, old: &Plan, t: &str, with_elements: bool, s: &mut String) {
+        for (name, set) in self.sets.iter().filter(|(n, _)| !old.sets.contains_key(*n)) {
+            let _ = writeln!(s, "add set {t} {name} {{");
+            set_body(s, set, "", with_elements);
+            let _ = writeln!(s, "}}");
         }
-        let t = format!("bridge {TABLE}");
-        let mut s = String::new();
-        for (name, set) in &self.sets {
-            if !old.sets.contains_key(name) {
-                let _ = writeln!(s, "add set {t} {name} {{");
-                set_body(&mut s, set, "", true);
-                let _ = writeln!(s, "}}");
-            }
-        }
-        for name in self.chains.keys() {
-            if !old.chains.contains_key(name) {
-                let _ = writeln!(s, "add chain {t} {name}");
-            }
+        for name in self.chains.keys().filter(|n| !old.chains.contains_key(*n)) {
+            let _ = writeln!(s, "add chain {t} {name}");
         }
         for (name, lines) in &self.chains {
             match old.chains.get(name) {
@@ -1074,42 +1027,10 @@ impl Plan {
                 let _ = writeln!(s, "add rule {t} {name} {l}");
             }
         }
-        for (name, set) in &self.sets {
-            if let Some(o) = old.sets.get(name).filter(|o| !Arc::ptr_eq(o, set)) {
-                let gone: Vec<&String> = o.elements.keys().filter(|k| !set.elements.contains_key(*k)).collect();
-                let new: Vec<&String> = set.elements.keys().filter(|k| !o.elements.contains_key(*k)).collect();
-                if !gone.is_empty() {
-                    let g: Vec<&str> = gone.iter().map(|x| x.as_str()).collect();
-                    let _ = writeln!(s, "delete element {t} {name} {{ {} }}", g.join(", "));
-                }
-                if !new.is_empty() {
-                    let n: Vec<&str> = new.iter().map(|x| x.as_str()).collect();
-                    let _ = writeln!(s, "add element {t} {name} {{ {} }}", n.join(", "));
-                }
-            }
-        }
-        for (map, new, oldm) in
-            [("from_guest", &self.from_guest, &old.from_guest), ("to_guest", &self.to_guest, &old.to_guest)]
-        {
-            let gone: Vec<String> = oldm
-                .iter()
-                .filter(|(p, c)| new.get(*p) != Some(*c))
-                .map(|(p, c)| format!("\"{p}\" : goto {c}"))
-                .collect();
-            let added: Vec<String> = new
-                .iter()
-                .filter(|(p, c)| oldm.get(*p) != Some(*c))
-                .map(|(p, c)| format!("\"{p}\" : goto {c}"))
-                .collect();
-            // A port moving to another filter is deleted and re-added in the
-            // same transaction: it is never unfiltered.
-            if !gone.is_empty() {
-                let _ = writeln!(s, "delete element {t} {map} {{ {} }}", gone.join(", "));
-            }
-            if !added.is_empty() {
-                let _ = writeln!(s, "add element {t} {map} {{ {} }}", added.join(", "));
-            }
-        }
+    }
+
+    /// Chains and sets of `old` this plan no longer has, deleted.
+    fn render_removals(&self, old: &Plan, t: &str, s: &mut String) {
         let stale: Vec<&String> = old.chains.keys().filter(|n| !self.chains.contains_key(*n)).collect();
         // Stale chains may still jump to each other: empty them all first.
         for name in &stale {
@@ -1118,11 +1039,46 @@ impl Plan {
         for name in deletion_order(stale) {
             let _ = writeln!(s, "delete chain {t} {name}");
         }
-        for name in old.sets.keys() {
-            if !self.sets.contains_key(name) {
-                let _ = writeln!(s, "delete set {t} {name}");
+        for name in old.sets.keys().filter(|n| !self.sets.contains_key(*n)) {
+            let _ = writeln!(s, "delete set {t} {name}");
+        }
+    }
+
+    /// A transaction that turns `old` (what is loaded) into this plan,
+    /// touching only what differs: set and map elements of ports that came,
+    /// went or changed, and the chains of filters that changed. Falls back
+    /// to a full replacement when the table-wide parts differ. Empty when
+    /// nothing changed.
+    pub fn render_update(&self, old: &Plan) -> String {
+        if !self.same_table_parts(old) {
+            return self.render_full();
+        }
+        let t = format!("bridge {TABLE}");
+        let mut s = String::new();
+        self.render_additions(old, &t, true, &mut s);
+        let mut elements = |verb: &str, set: &str, list: Vec<String>| {
+            if !list.is_empty() {
+                let _ = writeln!(s, "{verb} element {t} {set} {{ {} }}", list.join(", "));
+            }
+        };
+        for (name, set) in &self.sets {
+            if let Some(o) = old.sets.get(name).filter(|o| !Arc::ptr_eq(o, set)) {
+                let (gone, new) = diff(&o.elements, &set.elements);
+                elements("delete", name, gone.into_iter().map(|(k, _)| k.clone()).collect());
+                elements("add", name, new.into_iter().map(|(k, _)| k.clone()).collect());
             }
         }
+        for (map, new, oldm) in
+            [("from_guest", &self.from_guest, &old.from_guest), ("to_guest", &self.to_guest, &old.to_guest)]
+        {
+            let (gone, added) = diff(oldm, new);
+            let entry = |(p, c): (&String, &String)| format!("\"{p}\" : goto {c}");
+            // A port moving to another filter is deleted and re-added in the
+            // same transaction: it is never unfiltered.
+            elements("delete", map, gone.into_iter().map(entry).collect());
+            elements("add", map, added.into_iter().map(entry).collect());
+        }
+        self.render_removals(old, &t, &mut s);
         s
     }
 }
