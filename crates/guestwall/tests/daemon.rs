@@ -343,36 +343,22 @@ fn bad_requests_change_nothing() {
     assert_eq!(files(), disk);
 
     // A second daemon on the same state, or on a socket in use, is refused.
-    let second = std::process::Command::new("ip")
-        .args(["netns", "exec", &t.host, &daemon_bin(), "--socket"])
-        .arg(dir.join("sock2"))
-        .arg("--config-dir")
-        .arg(dir.join("etc"))
-        .arg("--state-dir")
-        .arg(dir.join("var"))
-        .output()
-        .expect("second daemon");
-    assert!(!second.status.success());
-    assert!(
-        String::from_utf8_lossy(&second.stderr).contains("another guestwalld"),
-        "{}",
-        String::from_utf8_lossy(&second.stderr)
-    );
-    let third = std::process::Command::new("ip")
-        .args(["netns", "exec", &t.host, &daemon_bin(), "--socket"])
-        .arg(&sock)
-        .arg("--config-dir")
-        .arg(dir.join("etc3"))
-        .arg("--state-dir")
-        .arg(dir.join("var3"))
-        .output()
-        .expect("third daemon");
-    assert!(!third.status.success());
-    assert!(
-        String::from_utf8_lossy(&third.stderr).contains("in use by a running guestwalld"),
-        "{}",
-        String::from_utf8_lossy(&third.stderr)
-    );
+    let refused = |sock: &Path, etc: &str, var: &str, want: &str| {
+        let o = std::process::Command::new("ip")
+            .args(["netns", "exec", &t.host, &daemon_bin(), "--socket"])
+            .arg(sock)
+            .arg("--config-dir")
+            .arg(dir.join(etc))
+            .arg("--state-dir")
+            .arg(dir.join(var))
+            .output()
+            .expect("another daemon");
+        assert!(!o.status.success(), "a daemon started with {etc}, {var}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want), "{err}");
+    };
+    refused(&dir.join("sock2"), "etc", "var", "another guestwalld");
+    refused(&sock, "etc3", "var3", "in use by a running guestwalld");
     assert_eq!(t.ruleset_stateless(), rules);
 }
 

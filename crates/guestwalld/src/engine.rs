@@ -304,10 +304,10 @@ impl Engine {
             _ => None,
         };
         let message = match &self.applied {
-            Some(old) => match changes {
-                Some(changes) if changes.is_empty() => return Ok("the kernel already matches".into()),
-                Some(changes) => {
-                    let n: usize = changes.iter().map(|c| c.elements.len()).sum();
+            Some(old) => match (changes, staged) {
+                (Some(changes), _) if changes.is_empty() => return Ok("the kernel already matches".into()),
+                (Some(changes), _) => {
+                    let n = count(&changes);
                     if n > QUIET_ABOVE {
                         foreign = gw_nft::netlink::commit_quietly(&changes).map_err(|e| kernel(&e))?;
                     } else {
@@ -315,8 +315,7 @@ impl Engine {
                     }
                     format!("one transaction of {n} set element change(s)")
                 }
-                None if staged.is_some() => {
-                    let Some(st) = staged else { return Err(kernel(&"internal: staged update vanished")) };
+                (None, Some(st)) => {
                     let n = count(&st.elements);
                     gw_nft::run_nft(&st.before, false).map_err(|e| kernel(&e))?;
                     match gw_nft::netlink::commit_quietly(&st.elements) {
@@ -337,7 +336,7 @@ impl Engine {
                     }
                     format!("new chains, then one transaction of {n} set element change(s)")
                 }
-                None => {
+                (None, None) => {
                     let script = plan.render_update(old);
                     if script.is_empty() {
                         return Ok("the kernel already matches".into());
@@ -379,7 +378,7 @@ impl Engine {
                 tracing::debug!("elements {:?}, skeleton {:?}, netlink {:?}", t1 - t0, t2 - t1, t2.elapsed());
                 match r {
                     Ok(foreign) => {
-                        let n: usize = elements.iter().map(|c| c.elements.len()).sum();
+                        let n = count(&elements);
                         return Ok((format!("tables created, then {n} set element(s) in one transaction"), foreign));
                     }
                     Err(e) => warn!("writing set elements by netlink failed ({e}); loading them as nft text"),
