@@ -34,7 +34,12 @@ fn binding(i: u32, filter: &str) -> Binding {
 
 fn pipeline(c: &mut Criterion) {
     let lib = Library::builtins().expect("built-ins");
-    let f = Features { state: StateSource::BrNetfilterMark, bridge_reject: false, counters: false };
+    let f = Features {
+        state: StateSource::BrNetfilterMark,
+        bridge_reject: false,
+        counters: false,
+        mark: gw_nft::MarkBits::DEFAULT,
+    };
     c.bench_function("parse all 24 built-ins", |b| {
         b.iter(|| {
             for (_, xml) in BUILTINS {

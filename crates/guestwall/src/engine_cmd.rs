@@ -79,13 +79,28 @@ fn read_binding_file(path: &Path) -> Result<Option<Binding>> {
 
 fn features(path: ConntrackPath, counters: bool) -> Result<Features> {
     let f = match path {
-        ConntrackPath::Bridge => Features { state: StateSource::BridgeConntrack, bridge_reject: false, counters },
-        ConntrackPath::BrNetfilter => Features { state: StateSource::BrNetfilterMark, bridge_reject: false, counters },
+        ConntrackPath::Bridge => Features {
+            state: StateSource::BridgeConntrack,
+            bridge_reject: false,
+            counters,
+            mark: gw_nft::MarkBits::DEFAULT,
+        },
+        ConntrackPath::BrNetfilter => Features {
+            state: StateSource::BrNetfilterMark,
+            bridge_reject: false,
+            counters,
+            mark: gw_nft::MarkBits::DEFAULT,
+        },
         ConntrackPath::Auto => match gw_nft::probe() {
             Ok(f) => f,
             Err(e) => {
                 eprintln!("guestwall: cannot probe the kernel ({e}); assuming br_netfilter without bridge reject");
-                Features { state: StateSource::BrNetfilterMark, bridge_reject: false, counters }
+                Features {
+                    state: StateSource::BrNetfilterMark,
+                    bridge_reject: false,
+                    counters,
+                    mark: gw_nft::MarkBits::DEFAULT,
+                }
             }
         },
     };

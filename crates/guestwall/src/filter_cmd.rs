@@ -123,8 +123,27 @@ fn print_diag(file: &Path, d: &Diagnostic, label: &str) {
 }
 
 /// Reads a file; on failure prints every error as FILE:LINE:COL and returns None.
+///
+/// A file larger than [`gw_xml::MAX_DOCUMENT_BYTES`] is refused without
+/// reading more than that (and one byte) of it.
 fn read_file(path: &Path) -> Result<Option<Parsed<Filter>>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    use std::io::Read as _;
+    let limit = gw_xml::MAX_DOCUMENT_BYTES;
+    let file = std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut bytes = Vec::new();
+    file.take(limit as u64 + 1).read_to_end(&mut bytes).with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() > limit {
+        let what = match std::fs::metadata(path).map(|m| m.len()) {
+            Ok(n) if n > limit as u64 => format!("{n} bytes"),
+            _ => format!("more than {limit} bytes"),
+        };
+        eprintln!(
+            "{}:1:1: xml: the document is {what}; at most {limit} bytes (1 MiB, MAX_DOCUMENT_BYTES) are read",
+            path.display()
+        );
+        return Ok(None);
+    }
+    let text = String::from_utf8(bytes).with_context(|| format!("cannot read {}: not UTF-8", path.display()))?;
     match read_filter(&text) {
         Ok(p) => Ok(Some(p)),
         Err(e) => {

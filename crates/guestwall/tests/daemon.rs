@@ -2,104 +2,11 @@
 //! healing, restarting, interfaces coming and going, and bad requests.
 
 use gw_testns::TestHost;
-use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-const GW: &str = env!("CARGO_BIN_EXE_guestwall");
-
-fn daemon_bin() -> String {
-    // guestwalld is built next to guestwall (scripts/test builds the workspace).
-    let p = Path::new(GW).with_file_name("guestwalld");
-    assert!(p.exists(), "{} is missing: build the workspace (cargo build --release)", p.display());
-    p.display().to_string()
-}
-
-struct Daemon {
-    dir: PathBuf,
-    pid: u32,
-}
-
-impl Daemon {
-    fn start(t: &mut TestHost, dir: &Path) -> Daemon {
-        std::fs::create_dir_all(dir).expect("daemon dir");
-        let sock = dir.join("sock");
-        let args = [
-            daemon_bin(),
-            "--socket".into(),
-            sock.display().to_string(),
-            "--config-dir".into(),
-            dir.join("etc").display().to_string(),
-            "--state-dir".into(),
-            dir.join("var").display().to_string(),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let host = t.host.clone();
-        let pid = t.spawn(
-            &host,
-            &args,
-            &dir.join(format!(
-                "daemon-{}.log",
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
-            )),
-        );
-        let d = Daemon { dir: dir.to_path_buf(), pid };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if d.gw(&["status"]).status.success() {
-                return d;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("guestwalld did not come up; log in {}", dir.display());
-    }
-
-    fn gw(&self, args: &[&str]) -> Output {
-        std::process::Command::new(GW)
-            .arg("--socket")
-            .arg(self.dir.join("sock"))
-            .args(args)
-            .output()
-            .expect("run guestwall")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.gw(args);
-        assert!(o.status.success(), "guestwall {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn fails(&self, args: &[&str], want: &str) {
-        let o = self.gw(args);
-        assert!(!o.status.success(), "guestwall {args:?} succeeded");
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(err.contains(want), "guestwall {args:?}: expected {want:?} in {err}");
-    }
-}
-
-fn tagged(tag: &str) -> String {
-    format!("p.haslayer(Raw) and bytes(p[Raw].load).startswith(b'{tag}')")
-}
-
-/// A ruleset listing reduced to its content: nft lists chains in creation
-/// order and set elements in hash order, which incremental updates change.
-fn canonical(ruleset: &str) -> Vec<String> {
-    let mut v: Vec<String> =
-        ruleset.replace(',', "\n").lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
-    v.sort();
-    v
-}
-
-fn wait_for(mut cond: impl FnMut() -> bool, what: &str) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(5) {
-        if cond() {
-            return start.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("{what} did not happen within 5 s");
-}
+mod common;
+use common::*;
 
 const POLICY: &str = "<filter name='policy'>
   <filterref filter='clean-traffic'/>
@@ -220,15 +127,20 @@ fn bindings_follow_their_interfaces() {
     let dir = t.dir.join("gw");
     let d = Daemon::start(&mut t, &dir);
     let host = t.host.clone();
-    // A binding for a port that does not exist yet is kept, not active.
+    // A binding for a port that does not exist yet is kept, not active, and
+    // its entries are in place in both families already: the port is
+    // filtered from its first frame, on a bridge or routed.
     let late = t.filter_file(
         "late.xml",
         "<filterbinding><owner><name>late</name><uuid>00000000-0000-4000-8000-000000000005</uuid></owner><portdev name='v5'/><mac address='52:54:00:00:00:05'/><filterref filter='clean-traffic'><parameter name='IP' value='192.0.2.5'/></filterref></filterbinding>",
     );
     let out = d.ok(&["binding", "create", &late]);
     assert!(out.contains("waiting for the interface"), "{out}");
-    assert!(!t.ruleset().contains("\"v5\""));
     let has_v5 = |t: &TestHost| t.ruleset().contains("\"v5\" : goto");
+    let routed_v5 = |t: &TestHost| t.ruleset().matches("\"v5\" : goto r_").count() == 2;
+    assert!(has_v5(&t) && routed_v5(&t), "{}", t.ruleset());
+    let active = |d: &Daemon| d.ok(&["binding", "list"]).lines().any(|l| l.contains("v5") && l.contains("yes"));
+    assert!(!active(&d));
     // It appears: its rules come.
     let g5 = format!("{host}-g5");
     t.exec("/", &["true"]);
@@ -254,19 +166,22 @@ fn bindings_follow_their_interfaces() {
         let o = std::process::Command::new(cmd[0]).args(&cmd[1..]).output().expect("ip");
         assert!(o.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&o.stderr));
     }
-    wait_for(|| has_v5(&t), "rules for v5 after it appeared");
-    assert!(d.ok(&["binding", "list"]).contains("yes"));
-    // It goes: its rules go, the binding stays.
+    // Once it is a bridge port, only the bridge family has it.
+    wait_for(|| active(&d) && !routed_v5(&t), "v5 active on its bridge");
+    assert!(has_v5(&t));
+    // It goes: the binding stays, not active, its entries wait for it.
     let _ = std::process::Command::new("ip").args(["-n", &host, "link", "del", "v5"]).output();
-    wait_for(|| !has_v5(&t), "rules for v5 gone after it disappeared");
-    assert!(d.ok(&["binding", "list"]).contains("v5"));
+    wait_for(|| !active(&d) && routed_v5(&t), "v5 inactive after it disappeared");
+    assert!(has_v5(&t) && d.ok(&["binding", "list"]).contains("v5"));
     // It comes back.
     let o = std::process::Command::new("ip")
         .args(["link", "add", "v5", "netns", &host, "type", "veth", "peer", "name", "eth0", "netns", &g5])
         .output()
         .expect("ip");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    wait_for(|| has_v5(&t), "rules for v5 after it came back");
+    // It comes back (not on a bridge: a routed port now).
+    wait_for(|| active(&d), "v5 active after it came back");
+    assert!(routed_v5(&t), "{}", t.ruleset());
     let _ = std::process::Command::new("ip").args(["netns", "del", &g5]).output();
 }
 

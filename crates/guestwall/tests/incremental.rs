@@ -38,7 +38,12 @@ fn add_move_remove_one_binding() {
     .expect("filter")
     .value;
     lib.insert(web, Origin::Builtin);
-    let f = Features { state: StateSource::BrNetfilterMark, bridge_reject: false, counters: false };
+    let f = Features {
+        state: StateSource::BrNetfilterMark,
+        bridge_reject: false,
+        counters: false,
+        mark: gw_nft::MarkBits::DEFAULT,
+    };
     t.exec(&t.host, &["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"]);
 
     let a = vec![input(&lib, &t, 1, "clean-traffic", &[("IP", "192.0.2.1")])];
@@ -92,7 +97,12 @@ fn add_move_remove_one_binding() {
 fn netlink_elements_match_nft_text() {
     let t = TestHost::new(3);
     let lib = Library::builtins().expect("built-ins");
-    let f = Features { state: StateSource::BrNetfilterMark, bridge_reject: false, counters: false };
+    let f = Features {
+        state: StateSource::BrNetfilterMark,
+        bridge_reject: false,
+        counters: false,
+        mark: gw_nft::MarkBits::DEFAULT,
+    };
     t.exec(&t.host, &["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"]);
     let p1 = input(&lib, &t, 1, "clean-traffic", &[("IP", "192.0.2.1")]);
     let p2 = input(&lib, &t, 2, "clean-traffic", &[("IP", "192.0.2.2")]);

@@ -7,11 +7,13 @@ use gw_api::{ApiError, BindingInfo, ErrorCode, FilterInfo, Request, Response};
 use gw_builtins::{Library, Origin};
 use gw_model::{Binding, Filter};
 use gw_nft::{Features, Plan, PortInput};
-use gw_store::{list, remove_durable, write_atomic};
+use gw_store::{remove_durable, write_atomic};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tracing::{error, info, warn};
+
+use crate::kernel::{self, tables_present, SharedKernel};
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ApiError {
     ApiError { code, messages: vec![msg.into()] }
@@ -23,49 +25,25 @@ pub struct Engine {
     state_dir: PathBuf,
     lib: Library,
     bindings: BTreeMap<String, Binding>,
+    /// Ports whose binding file could not be read, and why: they are
+    /// blocked (every frame dropped) until the binding is deleted or
+    /// created again.
+    blocked: BTreeMap<String, String>,
     features: Features,
-    applied: Option<Plan>,
+    /// What is loaded, behind its own lock (the healer takes only that).
+    kernel: SharedKernel,
     /// Compiled bindings for the current library, by port (cleared when the
     /// library changes): a request about one binding compiles only it.
     compiled: std::cell::RefCell<BTreeMap<String, (Binding, PortInput)>>,
     /// The host's interfaces, as of the last link event: listing 20,000 of
     /// them costs about 100 ms, too much to repeat for every request.
     links: crate::links::Links,
-    /// Set while healing a deletion seen in the events (see `heal`).
-    known_absent: bool,
-}
-
-/// Why the daemon heals.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Heal {
-    /// Another process deleted guestwall's tables (and did nothing else to them).
-    Deleted,
-    /// Another process changed them otherwise.
-    Changed,
-    /// Events were lost.
-    Lost,
 }
 
 /// Batches of at least this many bindings are stored through a journal
 /// (`gw_store::write_journaled`): one fsync instead of a `syncfs` of
 /// thousands of new files.
 const JOURNAL_FROM: usize = 64;
-
-/// Element changes above this size are committed without per-element
-/// events (see `gw_nft::netlink::commit_quietly`).
-const QUIET_ABOVE: usize = 1000;
-
-fn count(changes: &[gw_nft::netlink::SetChange]) -> usize {
-    changes.iter().map(|c| c.elements.len()).sum()
-}
-
-/// Which of guestwall's two tables are in the kernel.
-fn tables_present() -> (bool, bool) {
-    use gw_nft::netlink::{table_exists, FAMILY_BRIDGE, FAMILY_INET};
-    // An error asking counts as present: a full load replaces them anyway.
-    let ask = |f| table_exists(f, gw_nft::TABLE).unwrap_or(true);
-    (ask(FAMILY_BRIDGE), ask(FAMILY_INET))
-}
 
 fn yes(b: bool) -> &'static str {
     if b {
@@ -143,25 +121,72 @@ fn parse_binding(doc: &str) -> Result<(Binding, Vec<String>), ApiError> {
 
 impl Engine {
     /// Loads the stored filters and bindings (nothing is applied yet).
-    pub fn load(config_dir: &Path, state_dir: &Path, features: Features) -> anyhow::Result<Engine> {
+    pub fn load(config_dir: &Path, state_dir: &Path, kernel: SharedKernel) -> anyhow::Result<Engine> {
+        let features = kernel::lock(&kernel).features();
         std::fs::create_dir_all(config_dir)?;
         std::fs::create_dir_all(state_dir.join("bindings"))?;
-        let lib = Library::with_dir(config_dir)?;
-        let recovered = gw_store::recover(&state_dir.join("bindings"))?;
-        if recovered > 0 {
-            warn!("{recovered} binding file(s) written again from a batch journal (the daemon stopped before they were durable)");
+        // Nothing a file holds may stop start-up: a bad file is reported by
+        // name and left out, and a port whose binding cannot be read or
+        // compiled is blocked, never left unfiltered.
+        let (lib, problems) = Library::with_dir_lenient(config_dir)?;
+        for p in problems {
+            match &p {
+                gw_builtins::LoadError::Duplicate { second, .. } => {
+                    match gw_store::quarantine(second, &p.to_string()) {
+                        Ok(to) => error!("{p}: {} moved to {}", second.display(), to.display()),
+                        Err(e) => error!("{p}; {} is left out (moving it aside failed: {e})", second.display()),
+                    }
+                }
+                _ => error!("{p}; this filter is left out, and ports bound to it are blocked"),
+            }
+        }
+        let dir = state_dir.join("bindings");
+        for d in [&dir, &config_dir.to_path_buf()] {
+            match gw_store::clean_temp(d) {
+                Ok(removed) if !removed.is_empty() => {
+                    info!("removed {} stale temporary file(s) in {}", removed.len(), d.display())
+                }
+                Ok(_) => {}
+                Err(e) => warn!("cleaning temporary files in {}: {e}", d.display()),
+            }
+        }
+        let recovery = gw_store::recover_all(&dir)?;
+        if recovery.written > 0 {
+            warn!(
+                "{} binding file(s) written again from a batch journal (the daemon stopped before they were durable)",
+                recovery.written
+            );
+        }
+        for bad in &recovery.bad {
+            error!("{}: {}; not applied, moved to {}", bad.journal.display(), bad.reason, bad.moved_to.display());
         }
         for (path, q) in lib.quirks() {
             warn!("{}:{q}", path.display());
         }
         let mut bindings = BTreeMap::new();
-        for path in list(&state_dir.join("bindings"), "xml")? {
-            let text = std::fs::read_to_string(&path)?;
-            match parse_binding(&text) {
-                Ok((b, _)) => {
-                    bindings.insert(b.portdev.clone(), b);
-                }
-                Err(e) => error!("{}: skipped, not a valid binding: {e}", path.display()),
+        let mut blocked = BTreeMap::new();
+        for entry in gw_store::read_all(&dir, "xml", gw_store::MAX_FILE_LEN)? {
+            let path = entry.path().to_path_buf();
+            let port = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let problem = match entry {
+                gw_store::Entry::Bad { reason, .. } => reason,
+                gw_store::Entry::Ok { text, .. } => match parse_binding(&text) {
+                    Ok((b, _)) if b.portdev == port => {
+                        bindings.insert(b.portdev.clone(), b);
+                        continue;
+                    }
+                    Ok((b, _)) => format!("it holds the binding of port '{}', not of '{port}'", b.portdev),
+                    Err(e) => format!("not a valid binding: {}", e.messages.join("; ")),
+                },
+            };
+            if gw_model::check_ifname(&port).is_ok() {
+                error!(
+                    "{}: {problem}; port {port} is blocked until its binding is deleted or created again",
+                    path.display()
+                );
+                blocked.insert(port, problem);
+            } else {
+                error!("{}: {problem}; left out", path.display());
             }
         }
         info!(
@@ -174,10 +199,10 @@ impl Engine {
             state_dir: state_dir.to_path_buf(),
             lib,
             bindings,
+            blocked,
             features,
-            applied: None,
+            kernel,
             links: crate::links::Links::new(),
-            known_absent: false,
             compiled: Default::default(),
         })
     }
@@ -230,15 +255,17 @@ impl Engine {
         let mut inputs = Vec::new();
         let mut fresh = Vec::new();
         let mut todo = Vec::new();
+        let mut failed: Vec<&str> = Vec::new();
         let mut new_templates: BTreeMap<&str, Option<Arc<gw_ir::PortProgram>>> = BTreeMap::new();
         // Keyed by the templates' addresses, alive (in the cache and in
         // new_templates) for as long as this map.
         let mut fit: BTreeMap<(usize, usize), bool> = BTreeMap::new();
         for b in bindings.values() {
-            let Some(bridged) = self.links.get(&b.portdev) else {
-                continue;
-            };
-            let routed = !bridged;
+            // A port that does not exist (yet) is planned too, in both
+            // families: its entries are keyed by name, so its first frame
+            // is filtered, whether it appears on a bridge or as a routed
+            // tap, before any link event is handled.
+            let routed = self.links.get(&b.portdev).is_some_and(|bridged| !bridged);
             if let Some((cb, input)) = cache.get(&b.portdev).filter(|(cb, i)| cb == b && i.routed == routed) {
                 if cached || unaffected(b) {
                     inputs.push(input.clone());
@@ -279,114 +306,44 @@ impl Engine {
                     inputs.push(input);
                 }
                 Err(e) if strict => return Err(err(ErrorCode::Invalid, e.to_string())),
-                Err(e) => error!("binding for {} left out: {e}", b.portdev),
+                Err(e) => {
+                    error!("binding for {} cannot be compiled, its port is blocked: {e}", b.portdev);
+                    failed.push(b.portdev.as_str());
+                }
             }
         }
+        // A port that is not a bridge port now (absent, or a tap not yet
+        // on its bridge, as libvirt creates them) is planned in both
+        // families: whichever it turns out to be, its first frame is
+        // filtered, before any link event is handled.
+        let both: Vec<PortInput> = inputs
+            .iter()
+            .filter(|i| self.links.get(&i.port) != Some(&true))
+            .map(|i| PortInput { routed: !i.routed, ..i.clone() })
+            .collect();
+        inputs.extend(both);
         let t1 = std::time::Instant::now();
-        let plan = gw_nft::plan_from(&inputs, self.features, self.applied.as_ref())
+        let prev = self.applied();
+        let mut plan = gw_nft::plan_from(&inputs, self.features, prev.as_deref())
             .map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
+        plan.block(failed.into_iter().chain(self.blocked.keys().map(String::as_str)));
         tracing::debug!("{} binding(s) compiled by {:?}, planned in {:?}", todo.len(), t1 - t0, t1.elapsed());
         Ok((plan, fresh))
     }
 
-    /// Loads `plan` into the kernel: only what changed since the last plan,
-    /// in one transaction. Ports coming and going under filters already
-    /// loaded are set elements, written by netlink (its cost is the change,
-    /// not the ruleset); everything else is nft text.
-    fn load_plan(&mut self, plan: Plan) -> Result<String, ApiError> {
-        let t0 = std::time::Instant::now();
-        let kernel = |e: &dyn std::fmt::Display| err(ErrorCode::Kernel, e.to_string());
-        let mut foreign = false;
-        let changes = self.applied.as_ref().and_then(|old| plan.element_changes(old));
-        // Only worth three steps when many elements would go through nft.
-        let staged = match (&self.applied, &changes) {
-            (Some(old), None) => plan.staged_update(old).filter(|st| count(&st.elements) > QUIET_ABOVE),
-            _ => None,
-        };
-        let message = match &self.applied {
-            Some(old) => match (changes, staged) {
-                (Some(changes), _) if changes.is_empty() => return Ok("the kernel already matches".into()),
-                (Some(changes), _) => {
-                    let n = count(&changes);
-                    if n > QUIET_ABOVE {
-                        foreign = gw_nft::netlink::commit_quietly(&changes).map_err(|e| kernel(&e))?;
-                    } else {
-                        gw_nft::netlink::commit(&changes).map_err(|e| kernel(&e))?;
-                    }
-                    format!("one transaction of {n} set element change(s)")
-                }
-                (None, Some(st)) => {
-                    let n = count(&st.elements);
-                    gw_nft::run_nft(&st.before, false).map_err(|e| kernel(&e))?;
-                    match gw_nft::netlink::commit_quietly(&st.elements) {
-                        Ok(f) => foreign = f,
-                        Err(e) => {
-                            // Put back exactly what was loaded (without the new,
-                            // unused chains) before reporting.
-                            if let Err(e2) = gw_nft::run_nft(&old.render_full(), false) {
-                                error!("restoring the previous rules failed too: {e2}");
-                            }
-                            return Err(kernel(&e));
-                        }
-                    }
-                    if !st.after.is_empty() {
-                        if let Err(e) = gw_nft::run_nft(&st.after, false) {
-                            warn!("removing chains no port uses failed ({e}); the next full load removes them");
-                        }
-                    }
-                    format!("new chains, then one transaction of {n} set element change(s)")
-                }
-                (None, None) => {
-                    let script = plan.render_update(old);
-                    if script.is_empty() {
-                        return Ok("the kernel already matches".into());
-                    }
-                    gw_nft::run_nft(&script, false).map_err(|e| kernel(&e))?;
-                    format!("one transaction of {} line(s)", script.lines().filter(|l| !l.starts_with('#')).count())
-                }
-            },
-            None => {
-                let (message, f) = self.load_full(&plan)?;
-                foreign = f;
-                message
-            }
-        };
-        tracing::debug!("loaded in {:?}: {message}", t0.elapsed());
-        self.applied = Some(plan);
-        if foreign {
-            // Their events were not seen: at least make sure our tables are there.
-            self.heal(Heal::Lost);
-        }
-        Ok(message)
+    /// Loads `plan` (see [`Kernel::load_plan`]).
+    fn load_plan(&self, plan: Plan) -> Result<String, ApiError> {
+        kernel::lock(&self.kernel).load_plan(plan)
     }
 
-    /// Replaces guestwall's tables with `plan`. When they are absent (boot,
-    /// or after a flush) nothing is filtered yet, and the load is split:
-    /// chains and empty sets by nft, then every element in one netlink
-    /// transaction, which costs a fraction of nft parsing them. When they
-    /// are present, one nft transaction replaces them: no instant without
-    /// filtering.
-    fn load_full(&self, plan: &Plan) -> Result<(String, bool), ApiError> {
-        let kernel = |e: &dyn std::fmt::Display| err(ErrorCode::Kernel, e.to_string());
-        if self.known_absent || tables_present() == (false, false) {
-            let t0 = std::time::Instant::now();
-            if let Some(elements) = plan.all_elements() {
-                let t1 = std::time::Instant::now();
-                gw_nft::run_nft(&plan.render_skeleton(), false).map_err(|e| kernel(&e))?;
-                let t2 = std::time::Instant::now();
-                let r = gw_nft::netlink::commit_quietly(&elements);
-                tracing::debug!("elements {:?}, skeleton {:?}, netlink {:?}", t1 - t0, t2 - t1, t2.elapsed());
-                match r {
-                    Ok(foreign) => {
-                        let n = count(&elements);
-                        return Ok((format!("tables created, then {n} set element(s) in one transaction"), foreign));
-                    }
-                    Err(e) => warn!("writing set elements by netlink failed ({e}); loading them as nft text"),
-                }
-            }
-        }
-        gw_nft::run_nft(&plan.render_full(), false).map_err(|e| kernel(&e))?;
-        Ok(("tables replaced in one transaction".into(), false))
+    /// The plan in the kernel.
+    fn applied(&self) -> Option<Arc<Plan>> {
+        kernel::lock(&self.kernel).applied()
+    }
+
+    /// Whether `port` exists and is filtered.
+    fn active(&self, applied: Option<&Plan>, port: &str) -> bool {
+        self.links.contains_key(port) && applied.is_some_and(|p| p.has_port(port) && !p.is_blocked(port))
     }
 
     /// Lists the host's interfaces again.
@@ -399,26 +356,28 @@ impl Engine {
     /// in one transaction (no flush first, so no window).
     pub fn apply_all(&mut self, why: &str) -> Result<(), ApiError> {
         self.refresh_links()?;
-        self.replace_tables(why, false)
-    }
-
-    /// Replaces guestwall's tables; with `reuse`, with the plan already in
-    /// memory (healing: what we loaded is still what we want).
-    fn replace_tables(&mut self, why: &str, reuse: bool) -> Result<(), ApiError> {
         let started = std::time::Instant::now();
-        let plan = match self.applied.take() {
-            Some(p) if reuse => p,
-            _ => self.desired(&self.lib, &self.bindings, false)?,
-        };
+        let plan = self.desired(&self.lib, &self.bindings, false)?;
         let planned = started.elapsed();
-        let how = self.load_plan(plan)?;
+        let how = {
+            let mut k = kernel::lock(&self.kernel);
+            // A full replacement, in one transaction (no flush first).
+            k.forget();
+            k.load_plan(plan)?
+        };
         info!(
             "{why}: {how}, done in {:?} ({} binding(s), {} active; planning took {planned:?})",
             started.elapsed(),
             self.bindings.len(),
-            self.applied.as_ref().map_or(0, |p| p.port_count()),
+            self.active_count(),
         );
         Ok(())
+    }
+
+    /// How many bound ports exist and are filtered.
+    fn active_count(&self) -> usize {
+        let applied = self.applied();
+        self.bindings.keys().filter(|p| self.active(applied.as_deref(), p)).count()
     }
 
     /// Ports came or went: bring the kernel in line.
@@ -429,7 +388,7 @@ impl Engine {
         }
         match self.desired(&self.lib, &self.bindings, false) {
             Ok(plan) => {
-                if self.applied.as_ref() != Some(&plan) {
+                if self.applied().as_deref() != Some(&plan) {
                     match self.load_plan(plan) {
                         Ok(m) => info!("interfaces changed: {m}"),
                         Err(e) => error!("interfaces changed, but loading failed: {e}"),
@@ -437,31 +396,6 @@ impl Engine {
                 }
             }
             Err(e) => error!("interfaces changed, but planning failed: {e}"),
-        }
-    }
-
-    /// Another process changed guestwall's tables (`lost`: events were
-    /// lost, so it may have): restore them. A lost-events alarm with both
-    /// tables present is only logged, since re-loading costs O(ruleset).
-    pub fn heal(&mut self, why: Heal) {
-        if why == Heal::Lost {
-            if tables_present() == (true, true) {
-                warn!("nftables events were lost; guestwall's tables are present, left as they are");
-                return;
-            }
-            warn!("nftables events were lost and guestwall's tables are gone: restoring them");
-        } else {
-            warn!("another process changed guestwall's tables: restoring them");
-        }
-        let started = std::time::Instant::now();
-        // Deleted: nothing of ours filters now, so the fast split load needs
-        // no question to the kernel (which is busy freeing what was deleted).
-        self.known_absent = why == Heal::Deleted;
-        let r = self.replace_tables("healing", true);
-        self.known_absent = false;
-        match r {
-            Ok(()) => info!("restored in {:?}", started.elapsed()),
-            Err(e) => error!("could not restore the rules: {e}"),
         }
     }
 
@@ -497,16 +431,18 @@ impl Engine {
             Request::BindingCreateBatch { documents } => self.bind(&documents),
             Request::BindingDelete { portdev } => self.unbind(&portdev),
             Request::BindingList => Ok(Response::Bindings {
-                bindings: self
-                    .bindings
-                    .values()
-                    .map(|b| BindingInfo {
-                        portdev: b.portdev.clone(),
-                        filter: b.filterref.filter.clone(),
-                        owner: b.owner.name.clone(),
-                        active: self.applied.as_ref().is_some_and(|p| p.has_port(&b.portdev)),
-                    })
-                    .collect(),
+                bindings: {
+                    let applied = self.applied();
+                    self.bindings
+                        .values()
+                        .map(|b| BindingInfo {
+                            portdev: b.portdev.clone(),
+                            filter: b.filterref.filter.clone(),
+                            owner: b.owner.name.clone(),
+                            active: self.active(applied.as_deref(), &b.portdev),
+                        })
+                        .collect()
+                },
             }),
             Request::BindingDumpxml { portdev } => match self.bindings.get(&portdev) {
                 Some(b) => Ok(Response::Xml { xml: gw_xml::write_binding(b) }),
@@ -516,21 +452,41 @@ impl Engine {
                 self.apply_all("reload requested")?;
                 Ok(Response::Ok { message: "re-applied every binding".into(), warnings: Vec::new() })
             }
-            Request::Status => Ok(Response::Status {
-                lines: vec![
-                    self.features.describe(),
-                    format!(
-                        "{} binding(s), {} active",
-                        self.bindings.len(),
-                        self.applied.as_ref().map_or(0, |p| p.port_count())
-                    ),
-                    {
-                        let (b, i) = tables_present();
-                        format!("tables in the kernel: bridge {}, inet {}", yes(b), yes(i))
-                    },
-                ],
-            }),
+            Request::Status => Ok(Response::Status { lines: self.status() }),
         }
+    }
+
+    fn status(&self) -> Vec<String> {
+        let mut lines = vec![
+            self.features.describe(),
+            format!(
+                "{} binding(s), {} active, {} compiled binding(s) cached",
+                self.bindings.len(),
+                self.active_count(),
+                self.compiled.borrow().len()
+            ),
+            {
+                let (b, i) = tables_present();
+                format!("tables in the kernel: bridge {}, inet {}", yes(b), yes(i))
+            },
+        ];
+        for (port, why) in &self.blocked {
+            lines.push(format!("port {port} is BLOCKED: its stored binding is unusable ({why})"));
+        }
+        if self.features.state == gw_nft::StateSource::BrNetfilterMark {
+            let mask = self.features.mark.mask();
+            if let Some(n) = gw_nft::inspect::tamper_count().filter(|n| *n > 0) {
+                lines.push(format!(
+                    "WARNING: {n} packet(s) dropped because another writer of the packet mark changed their conntrack state bits ({mask:#010x})"
+                ));
+            }
+            for w in gw_nft::inspect::mark_writers(self.features.mark) {
+                lines.push(format!(
+                    "WARNING: another writer of the packet mark may change the conntrack state bits {mask:#010x}: {w} (choose other bits with --ct-mark-mask)"
+                ));
+            }
+        }
+        lines
     }
 
     /// The bindings whose filter DAG contains `name`.
@@ -580,7 +536,12 @@ impl Engine {
             });
         }
         let name = filter.name.clone();
-        let path = self.filter_path(&name);
+        // A filter read from a file of another name is redefined in that
+        // file: a second file defining it would make two definitions.
+        let path = match self.lib.get(&name) {
+            Some((_, Origin::File(p))) => p.clone(),
+            _ => self.filter_path(&name),
+        };
         let mut lib = self.lib.clone();
         lib.insert(filter.clone(), Origin::File(path.clone()));
         if let Err(e @ gw_resolve::ResolveError::Cycle { .. }) = gw_resolve::check_references(&lib, &filter) {
@@ -648,6 +609,19 @@ impl Engine {
     }
 
     fn bind(&mut self, documents: &[String]) -> Result<Response, ApiError> {
+        let mut tried = Vec::new();
+        let r = self.bind_all(documents, &mut tried);
+        if r.is_err() {
+            // What a refused request compiled must not stay in the cache.
+            let mut cache = self.compiled.borrow_mut();
+            for port in tried.iter().filter(|p| !self.bindings.contains_key(*p)) {
+                cache.remove(port);
+            }
+        }
+        r
+    }
+
+    fn bind_all(&mut self, documents: &[String], tried: &mut Vec<String>) -> Result<Response, ApiError> {
         let t0 = std::time::Instant::now();
         let mut bindings = self.bindings.clone();
         let mut added = Vec::new();
@@ -680,6 +654,7 @@ impl Engine {
         tracing::debug!("parsed {} binding(s) in {:?}, compiled in {:?}", items.len(), t1 - t0, t1.elapsed());
         for (b, input) in parsed.iter().zip(compiled) {
             let input = input.map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
+            tried.push(b.portdev.clone());
             self.compiled.borrow_mut().insert(b.portdev.clone(), (b.clone(), input));
         }
         added.extend(parsed);
@@ -697,25 +672,26 @@ impl Engine {
             gw_store::write_many(&files)
         };
         tracing::debug!("{} binding file(s) made durable in {:?}", files.len(), t0.elapsed());
-        // Undoing a batch removes its journal first: recovery must not bring it back.
-        let undo = |journal: &Option<PathBuf>| {
-            if let Some(j) = journal {
-                let _ = remove_durable(j);
-            }
-            for p in written.iter() {
-                let _ = remove_durable(p);
-            }
-        };
+        // A failed store has undone itself (nothing of the batch is left,
+        // journal included, so nothing comes back after a restart).
         if let Err(e) = stored {
-            undo(&journal);
             return Err(err(ErrorCode::Storage, e.to_string()));
         }
+        // The files first, the journal last: recovery must not bring them back.
+        let undo = |journal: &Option<PathBuf>| {
+            if let Err(e) = gw_store::remove_batch(&written, journal.as_deref()) {
+                error!("removing the files of a refused batch failed: {e}");
+            }
+        };
         match self.load_plan(plan) {
             Ok(m) => {
                 self.bindings = bindings;
+                for b in &added {
+                    self.blocked.remove(&b.portdev);
+                }
                 let message = if let [b] = added.as_slice() {
                     let port = &b.portdev;
-                    let active = self.applied.as_ref().is_some_and(|p| p.has_port(port));
+                    let active = self.active(self.applied().as_deref(), port);
                     let state = if active { "active" } else { "waiting for the interface" };
                     info!("binding {port} -> {} created, {state}: {m}", b.filterref.filter);
                     format!("binding for {port} created, {state}")
@@ -743,6 +719,27 @@ impl Engine {
     }
 
     fn unbind(&mut self, port: &str) -> Result<Response, ApiError> {
+        if let Some(why) = self.blocked.remove(port) {
+            // A blocked port's bad file goes with it.
+            let path = self.binding_path(port);
+            let r = self.desired(&self.lib, &self.bindings, false).and_then(|plan| {
+                remove_durable(&path).map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
+                self.load_plan(plan)
+            });
+            return match r {
+                Ok(_) => {
+                    info!("blocked port {port} ({why}) unblocked: its binding file was deleted");
+                    Ok(Response::Ok {
+                        message: format!("binding for {port} deleted (it was blocked: {why})"),
+                        warnings: Vec::new(),
+                    })
+                }
+                Err(e) => {
+                    self.blocked.insert(port.to_string(), why);
+                    Err(e)
+                }
+            };
+        }
         let Some(b) = self.bindings.get(port).cloned() else {
             return Err(err(ErrorCode::NotFound, format!("no binding for port '{port}'")));
         };

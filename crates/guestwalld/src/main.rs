@@ -16,12 +16,13 @@
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod engine;
+mod kernel;
 mod links;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use engine::Engine;
-use gw_api::{ApiError, Envelope, ErrorCode, Response, API_VERSION};
+use gw_api::{ApiError, ErrorCode, Response};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,7 +47,38 @@ struct Args {
     /// Give every rule a counter (costs forwarding rate; shows which rules decide).
     #[arg(long)]
     counters: bool,
+    /// The five packet-mark bits that carry conntrack state to the bridge
+    /// chains when the kernel has no bridge conntrack (choose bits no other
+    /// tool on this host uses).
+    #[arg(long, default_value = "0x1f000000", value_parser = parse_mark_mask)]
+    ct_mark_mask: gw_nft::MarkBits,
+    /// Connections served at once; more wait in the listen queue.
+    #[arg(long, default_value_t = MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Seconds a connection may take to send its request (and to take its
+    /// answer) before it is closed.
+    #[arg(long, default_value_t = IDLE_TIMEOUT.as_secs_f64())]
+    idle_timeout: f64,
 }
+
+fn parse_mark_mask(s: &str) -> Result<gw_nft::MarkBits, String> {
+    let v = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u32::from_str_radix(h, 16),
+        None => s.parse(),
+    }
+    .map_err(|e| format!("'{s}' is not a 32-bit number: {e}"))?;
+    gw_nft::MarkBits::new(v).map_err(|e| e.to_string())
+}
+
+/// At most this many connections are served at once; more wait in the
+/// listen queue. Each holds a file descriptor and a task, and a request's
+/// work is serialised on the engine anyway.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// A connection must deliver its whole request within this time, and take
+/// its answer within it, or it is closed: idle connections would otherwise
+/// hold descriptors forever.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Shared = Arc<Mutex<Engine>>;
 
@@ -88,7 +120,12 @@ fn bind_socket(path: &PathBuf) -> Result<UnixListener> {
     Ok(listener)
 }
 
-async fn serve_one(engine: Shared, stream: UnixStream) -> Result<()> {
+fn refusal(code: ErrorCode, message: String) -> Response {
+    Response::Error(ApiError { code, messages: vec![message] })
+}
+
+async fn serve_one(engine: Shared, stream: UnixStream, idle: Duration) -> Result<()> {
+    use tokio::io::AsyncReadExt;
     let uid = {
         use std::os::fd::AsFd;
         nix::sys::socket::getsockopt(&stream.as_fd(), nix::sys::socket::sockopt::PeerCredentials)
@@ -96,35 +133,32 @@ async fn serve_one(engine: Shared, stream: UnixStream) -> Result<()> {
             .unwrap_or(u32::MAX)
     };
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    BufReader::new(read).read_line(&mut line).await?;
-    let response = if uid != 0 {
-        warn!("refused a request from uid {uid}");
-        Response::Error(ApiError {
-            code: ErrorCode::Denied,
-            messages: vec![format!("guestwalld accepts requests only from root (you are uid {uid})")],
-        })
-    } else {
-        match serde_json::from_str::<Envelope>(&line) {
-            Ok(env) if env.version == API_VERSION => {
-                let e = engine.clone();
-                tokio::task::spawn_blocking(move || with_engine(&e, |eng| eng.handle(env.request))).await?
-            }
-            Ok(env) => Response::Error(ApiError {
-                code: ErrorCode::BadRequest,
-                messages: vec![format!(
-                    "API version {} is not supported (this daemon speaks {API_VERSION})",
-                    env.version
-                )],
-            }),
-            Err(e) => {
-                Response::Error(ApiError { code: ErrorCode::BadRequest, messages: vec![format!("bad request: {e}")] })
-            }
+    // One line, at most MAX_REQUEST_LEN bytes (one more tells it is too
+    // long), within IDLE_TIMEOUT.
+    let mut line = Vec::new();
+    let limit = gw_api::MAX_REQUEST_LEN as u64 + 1;
+    let read = tokio::time::timeout(idle, BufReader::new(read.take(limit)).read_until(b'\n', &mut line)).await;
+    let response = match read {
+        Err(_) => {
+            // Say why before closing, if the peer still listens.
+            refusal(ErrorCode::BadRequest, format!("no complete request line within {:?}: connection closed", idle))
         }
+        Ok(Err(e)) => return Err(e.into()),
+        Ok(Ok(_)) if uid != 0 => {
+            warn!("refused a request from uid {uid}");
+            refusal(ErrorCode::Denied, format!("guestwalld accepts requests only from root (you are uid {uid})"))
+        }
+        Ok(Ok(_)) => match gw_api::decode_request(&line) {
+            Ok(request) => {
+                drop(line);
+                let e = engine.clone();
+                tokio::task::spawn_blocking(move || with_engine(&e, |eng| eng.handle(request))).await?
+            }
+            Err(e) => Response::Error(e),
+        },
     };
-    let mut out = serde_json::to_string(&response)?;
-    out.push('\n');
-    write.write_all(out.as_bytes()).await?;
+    let out = gw_api::encode_response(&response);
+    tokio::time::timeout(idle, write.write_all(&out)).await.context("the client did not take its answer")??;
     Ok(())
 }
 
@@ -172,18 +206,42 @@ fn watch_nft(notify: Arc<Notify>, flags: Arc<HealFlags>) -> std::io::Result<()> 
     Ok(())
 }
 
-/// Runs `job` after each wake-up, once events have been quiet for `settle`.
-async fn debounced(notify: Arc<Notify>, settle: Duration, engine: Shared, job: fn(&mut Engine)) {
+/// Runs `job` after each wake-up. Wake-ups while it runs coalesce into one
+/// more run, so a burst of events costs at most two runs and no sequence of
+/// events can delay one (a debounce that waits for quiet can be held off
+/// forever by a guest flapping its own link).
+async fn on_each_wake(notify: Arc<Notify>, engine: Shared, job: fn(&mut Engine)) {
     loop {
         notify.notified().await;
-        loop {
-            tokio::select! {
-                _ = notify.notified() => continue,
-                _ = tokio::time::sleep(settle) => break,
-            }
-        }
         let e = engine.clone();
         let _ = tokio::task::spawn_blocking(move || with_engine(&e, job)).await;
+    }
+}
+
+/// Lets the daemon hold as many descriptors as the hard limit allows: each
+/// client, netlink socket and nft pipe is one.
+fn raise_fd_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        if soft < hard {
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+    }
+}
+
+/// Loads nf_conntrack_bridge when the kernel has it as a module, so that
+/// the probe finds bridge-family conntrack: state then comes from the
+/// kernel itself, and no mark bits are shared with other tools.
+fn load_bridge_conntrack() {
+    let loaded = std::fs::read_to_string("/proc/modules")
+        .is_ok_and(|m| m.lines().any(|l| l.starts_with("nf_conntrack_bridge ")));
+    if loaded {
+        return;
+    }
+    match std::process::Command::new("modprobe").args(["-q", "nf_conntrack_bridge"]).status() {
+        Ok(s) if s.success() => info!("loaded nf_conntrack_bridge"),
+        // Built in, absent, or no modprobe: the probe tells which path is used.
+        _ => {}
     }
 }
 
@@ -200,12 +258,18 @@ fn main() -> Result<()> {
         bail!("guestwalld must run as root");
     }
     let _lock = gw_store::StateLock::take(&args.state_dir)?;
+    raise_fd_limit();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(run(args, process_started))
 }
 
 async fn run(args: Args, process_started: std::time::Instant) -> Result<()> {
-    let features = gw_nft::Features { counters: args.counters, ..gw_nft::probe().context("probing nftables")? };
+    load_bridge_conntrack();
+    let features = gw_nft::Features {
+        counters: args.counters,
+        mark: args.ct_mark_mask,
+        ..gw_nft::probe().context("probing nftables")?
+    };
     info!("{}", features.describe());
     if features.state == gw_nft::StateSource::BrNetfilterMark {
         match gw_nft::enable_bridge_nf_call() {
@@ -218,21 +282,22 @@ async fn run(args: Args, process_started: std::time::Instant) -> Result<()> {
     let nft = Arc::new(Notify::new());
     let flags = Arc::new(HealFlags::default());
     watch_nft(nft.clone(), flags.clone())?;
-    let engine: Shared = Arc::new(Mutex::new(Engine::load(&args.config_dir, &args.state_dir, features)?));
+    let kernel = kernel::Kernel::new(features);
+    let engine: Shared = Arc::new(Mutex::new(Engine::load(&args.config_dir, &args.state_dir, kernel.clone())?));
     // On a worker thread like every request, so that the allocator gives
     // the start-up's garbage back the same way.
     let e = engine.clone();
-    tokio::task::spawn_blocking(move || {
-        with_engine(&e, |eng| {
-            if let Err(err) = eng.apply_all("start-up") {
-                error!("start-up: {err}");
-            }
-        })
-    })
-    .await?;
+    let loaded = tokio::task::spawn_blocking(move || with_engine(&e, |eng| eng.apply_all("start-up"))).await?;
     // Reading the stored bindings happened on this thread.
     give_back_memory();
-    info!("ready: the rules were in the kernel in {:?} from the process's start", process_started.elapsed());
+    match loaded {
+        Ok(()) => {
+            info!("ready: the rules were in the kernel in {:?} from the process's start", process_started.elapsed())
+        }
+        Err(err) => error!(
+            "serving, but the stored rules are NOT in the kernel: start-up failed: {err}; fix the cause, then `guestwall reload`"
+        ),
+    }
 
     let links = Arc::new(Notify::new());
     tokio::spawn({
@@ -243,8 +308,7 @@ async fn run(args: Args, process_started: std::time::Instant) -> Result<()> {
             }
         }
     });
-    tokio::spawn(debounced(links, Duration::from_millis(30), engine.clone(), Engine::sync_ports));
-    let engine_for_heal = engine.clone();
+    tokio::spawn(on_each_wake(links, engine.clone(), Engine::sync_ports));
     tokio::spawn(async move {
         loop {
             nft.notified().await;
@@ -254,36 +318,58 @@ async fn run(args: Args, process_started: std::time::Instant) -> Result<()> {
             // A deletion known from the events needs no question to the
             // kernel, unless something else may have happened too.
             let why = match (lost, deleted, edited) {
-                (true, _, _) => engine::Heal::Lost,
-                (false, true, false) => engine::Heal::Deleted,
-                _ => engine::Heal::Changed,
+                (true, _, _) => kernel::Heal::Lost,
+                (false, true, false) => kernel::Heal::Deleted,
+                _ => kernel::Heal::Changed,
             };
-            let e = engine_for_heal.clone();
-            let _ = tokio::task::spawn_blocking(move || with_engine(&e, |eng| eng.heal(why))).await;
+            // The kernel's lock only: a client's request holds the engine
+            // while it parses, compiles and stores, and must not delay this.
+            let k = kernel.clone();
+            let _ = tokio::task::spawn_blocking(move || kernel::lock(&k).heal(why)).await;
         }
     });
 
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     info!("listening on {}", args.socket.display());
+    let slots = Arc::new(tokio::sync::Semaphore::new(args.max_connections.max(1)));
+    let idle = Duration::try_from_secs_f64(args.idle_timeout).unwrap_or(IDLE_TIMEOUT);
+    let mut last_accept_warning: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
-            conn = listener.accept() => {
-                let (stream, _) = conn?;
+            (permit, conn) = async {
+                let permit = slots.clone().acquire_owned().await;
+                (permit, listener.accept().await)
+            } => {
+                let stream = match conn {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of descriptors (EMFILE, ENFILE) or memory, or a
+                        // client gone before it was accepted: the daemon goes
+                        // on; connections time out and free descriptors.
+                        if last_accept_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                            warn!("accepting a connection failed: {e}; retrying");
+                            last_accept_warning = Some(std::time::Instant::now());
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
                 let e = engine.clone();
                 tokio::spawn(async move {
-                    if let Err(err) = serve_one(e, stream).await {
+                    let _permit = permit;
+                    if let Err(err) = serve_one(e, stream, idle).await {
                         warn!("request failed: {err:#}");
                     }
                 });
             }
             _ = hup.recv() => {
                 let e = engine.clone();
-                tokio::task::spawn_blocking(move || with_engine(&e, |eng| {
+                let _ = tokio::task::spawn_blocking(move || with_engine(&e, |eng| {
                     if let Err(err) = eng.apply_all("SIGHUP") {
                         error!("SIGHUP: {err}");
                     }
-                })).await?;
+                })).await;
             }
             _ = term.recv() => {
                 info!("stopping; the rules stay in the kernel");

@@ -57,6 +57,11 @@ pub enum Origin {
     File(PathBuf),
 }
 
+/// The largest filter file the daemon reads: libvirt's filters are a few
+/// kilobytes; a megabyte is far beyond any real one and bounds the memory a
+/// stray file can take at start-up.
+pub const MAX_FILTER_FILE: u64 = 1 << 20;
+
 /// Why the library could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -137,6 +142,68 @@ impl Library {
             lib.filters.insert(name, (parsed.value, Origin::File(path)));
         }
         Ok(lib)
+    }
+
+    /// [`Library::with_dir`] for a daemon that must start whatever the
+    /// directory holds: a file that cannot be read or parsed (or is not a
+    /// regular file, or is larger than [`MAX_FILTER_FILE`]) is left out and
+    /// reported; of two files defining one filter, `NAME.xml` wins (the
+    /// name the daemon writes), else the first in name order. Bindings of a
+    /// filter left out cannot compile; the daemon blocks their ports.
+    pub fn with_dir_lenient(dir: &Path) -> Result<(Library, Vec<LoadError>), LoadError> {
+        let mut lib = Library::builtins()?;
+        let io = |source| LoadError::Io { path: dir.to_path_buf(), source };
+        let mut paths: Vec<PathBuf> =
+            std::fs::read_dir(dir).map_err(io)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>().map_err(io)?;
+        paths.retain(|p| p.extension().is_some_and(|e| e == "xml"));
+        paths.sort();
+        let mut problems = Vec::new();
+        let mut parsed_files = Vec::new();
+        for path in paths {
+            let bad = |msg: String| LoadError::Io { path: path.clone(), source: std::io::Error::other(msg) };
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if !m.file_type().is_file() => {
+                    problems.push(bad("not a regular file: left out".into()));
+                    continue;
+                }
+                Ok(m) if m.len() > MAX_FILTER_FILE => {
+                    problems.push(bad(format!(
+                        "{} bytes, more than the {MAX_FILTER_FILE} a filter may have: left out",
+                        m.len()
+                    )));
+                    continue;
+                }
+                Ok(_) => {}
+                Err(source) => {
+                    problems.push(LoadError::Io { path: path.clone(), source });
+                    continue;
+                }
+            }
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(source) => {
+                    problems.push(LoadError::Io { path: path.clone(), source });
+                    continue;
+                }
+            };
+            match read_filter(&text) {
+                Ok(parsed) => parsed_files.push((path, parsed)),
+                Err(source) => problems.push(LoadError::Parse { path, source }),
+            }
+        }
+        let canonical = |path: &Path, name: &str| path.file_stem().is_some_and(|s| s == name);
+        // NAME.xml first, so that it wins over another file naming NAME.
+        parsed_files.sort_by_key(|(path, parsed)| !canonical(path, &parsed.value.name));
+        for (path, parsed) in parsed_files {
+            let name = parsed.value.name.clone();
+            if let Some((_, Origin::File(first))) = lib.filters.get(&name) {
+                problems.push(LoadError::Duplicate { name, first: first.clone(), second: path });
+                continue;
+            }
+            lib.quirks.extend(parsed.quirks.into_iter().map(|q| (path.clone(), q)));
+            lib.filters.insert(name, (parsed.value, Origin::File(path)));
+        }
+        Ok((lib, problems))
     }
 
     /// Adds or replaces one filter.

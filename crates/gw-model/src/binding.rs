@@ -1,7 +1,8 @@
 //! A binding: a filter with parameters, bound to one port of the host.
 
-use crate::filter::FilterRef;
-use crate::value::MacAddr;
+use crate::filter::{check_filter_name, FilterRef};
+use crate::text::{check_no_control, Shown};
+use crate::value::{is_var_name_char, is_var_value_char, parse_ipv4, parse_ipv6, MacAddr};
 use serde::{Deserialize, Serialize};
 
 /// libvirt's `<filterbinding>`: which filter, with which parameters, guards
@@ -28,6 +29,154 @@ pub struct Owner {
     pub name: String,
     /// The guest's UUID.
     pub uuid: String,
+}
+
+/// The most values one parameter (a list variable) may have, in a binding or
+/// in a filterref.
+///
+/// libvirt has no such limit; its documentation and our users give a guest a
+/// handful of addresses or ports. 1,024 covers a guest owning a whole /22 one
+/// address per value, while bounding what one list costs to keep and to walk
+/// (lists are walked in combination: two 1,024-value lists on different
+/// iterators already reach 1M rules, which resolution refuses with its own
+/// per-binding rule limit).
+pub const MAX_PARAM_VALUES: usize = 1024;
+
+/// A parameter (variable) that a binding may not have.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParamError {
+    /// The name is empty or has characters other than letters, digits and `_`
+    /// (libvirt's `VALID_VARNAME`); this includes control characters.
+    #[error("parameter name '{}' is refused: a parameter name is letters, digits and '_'", Shown(.name))]
+    BadName {
+        /// The name.
+        name: String,
+    },
+    /// A value libvirt would skip (empty, or characters other than letters,
+    /// digits and `_.:`), or a value a reserved variable cannot hold.
+    #[error("parameter {name}: value '{}' {reason}", Shown(.value))]
+    BadValue {
+        /// The parameter.
+        name: String,
+        /// The refused value.
+        value: String,
+        /// What is wrong and what is allowed.
+        reason: String,
+    },
+    /// The list has more values than [`MAX_PARAM_VALUES`].
+    #[error("parameter {name} has {count} values; a parameter may have at most {limit} (MAX_PARAM_VALUES)")]
+    TooManyValues {
+        /// The parameter.
+        name: String,
+        /// How many values it has.
+        count: usize,
+        /// [`MAX_PARAM_VALUES`].
+        limit: usize,
+    },
+}
+
+/// What a reserved variable holds, checked on the values a binding gives:
+/// the guest's addresses must be addresses, since a value that fits no rule
+/// would otherwise leave the guest with no address at all.
+fn check_reserved(name: &str, value: &str) -> Result<(), String> {
+    let ok = match name {
+        "IP" => parse_ipv4(value).is_some(),
+        "IPV6" | "DHCPSERVERV6" => parse_ipv6(value).is_some(),
+        "DHCPSERVER" => parse_ipv4(value).is_some() || parse_ipv6(value).is_some(),
+        "MAC" => MacAddr::parse(value).is_some(),
+        "CTRL_IP_LEARNING" => ["any", "dhcp", "none"].iter().any(|v| v.eq_ignore_ascii_case(value)),
+        _ => true,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(match name {
+        "IP" => "is not an IPv4 address: IP holds the guest's IPv4 addresses, one plain address per value (no prefix length)".into(),
+        "IPV6" => "is not an IPv6 address: IPV6 holds the guest's IPv6 addresses, one plain address per value (no prefix length)".into(),
+        "DHCPSERVERV6" => "is not an IPv6 address: DHCPSERVERV6 holds DHCPv6 servers' addresses, one per value".into(),
+        "DHCPSERVER" => "is not an IPv4 or IPv6 address: DHCPSERVER holds DHCP servers' addresses, one per value".into(),
+        "MAC" => "is not a MAC address (like 52:54:00:12:34:56)".into(),
+        _ => "is not one of any, dhcp or none".into(),
+    })
+}
+
+/// Checks a parameter a binding gives (or a caller's parameter in
+/// resolution): a valid name, at most [`MAX_PARAM_VALUES`] values, each of
+/// them one libvirt accepts (not empty; letters, digits and `_.:`), and for
+/// libvirt's reserved variables (`IP`, `IPV6`, `MAC`, `DHCPSERVER`,
+/// `DHCPSERVERV6`, `CTRL_IP_LEARNING`) a value of their kind.
+pub fn check_param(name: &str, values: &[String]) -> Result<(), ParamError> {
+    if name.is_empty() || !name.chars().all(is_var_name_char) {
+        return Err(ParamError::BadName { name: name.to_string() });
+    }
+    if values.len() > MAX_PARAM_VALUES {
+        return Err(ParamError::TooManyValues { name: name.to_string(), count: values.len(), limit: MAX_PARAM_VALUES });
+    }
+    for v in values {
+        check_param_value(name, v)?;
+    }
+    Ok(())
+}
+
+/// Checks one value of a parameter (see [`check_param`]).
+pub fn check_param_value(name: &str, value: &str) -> Result<(), ParamError> {
+    let bad = |reason: String| ParamError::BadValue { name: name.to_string(), value: value.to_string(), reason };
+    check_reserved(name, value).map_err(bad)?;
+    if value.is_empty() {
+        return Err(bad("is empty: a parameter needs a value".into()));
+    }
+    if !value.chars().all(is_var_value_char) {
+        return Err(bad("may only have letters, digits and _.:".into()));
+    }
+    Ok(())
+}
+
+/// Why a binding cannot be accepted (see [`Binding::check`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BindingError {
+    /// A field of the binding is not acceptable.
+    #[error("{field}: {message}")]
+    Field {
+        /// The field (`owner.name`, `portdev`, `filterref.filter`, ...).
+        field: &'static str,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
+    /// A parameter is not acceptable.
+    #[error("filterref parameter: {0}")]
+    Param(#[from] ParamError),
+}
+
+impl Binding {
+    /// Checks what the XML reader checks, for bindings that come some other
+    /// way (the JSON form, read with serde): the owner's name is not empty
+    /// and, like its UUID, has no control characters; `portdev` and
+    /// `linkdev` are interface names; the filter's name has no control
+    /// characters or '/'; every parameter passes [`check_param`]; the MAC is
+    /// unicast.
+    pub fn check(&self) -> Result<(), BindingError> {
+        let field = |field: &'static str| move |message: String| BindingError::Field { field, message };
+        if self.owner.name.is_empty() {
+            return Err(field("owner.name")("the owner needs a non-empty name".into()));
+        }
+        check_no_control("owner name", &self.owner.name).map_err(field("owner.name"))?;
+        check_no_control("owner uuid", &self.owner.uuid).map_err(field("owner.uuid"))?;
+        check_ifname(&self.portdev).map_err(field("portdev"))?;
+        if let Some(l) = &self.linkdev {
+            check_ifname(l).map_err(field("linkdev"))?;
+        }
+        if self.mac.0[0] & 1 != 0 {
+            return Err(field("mac")(format!("{} is not unicast: a NIC's MAC must be unicast", self.mac)));
+        }
+        if self.filterref.filter.is_empty() {
+            return Err(field("filterref.filter")("the binding needs a filter name".into()));
+        }
+        check_filter_name(&self.filterref.filter).map_err(field("filterref.filter"))?;
+        for (name, values) in &self.filterref.params {
+            check_param(name, values)?;
+        }
+        Ok(())
+    }
 }
 
 /// Checks a Linux interface name: 1 to 15 bytes, no '/', ':' or blanks, not
@@ -57,5 +206,62 @@ mod tests {
         assert!(check_ifname("a/b").is_err());
         assert!(check_ifname("a b").is_err());
         assert!(check_ifname("..").is_err());
+    }
+
+    fn binding(params: &[(&str, &[&str])]) -> Binding {
+        Binding {
+            owner: Owner { name: "vm".into(), uuid: "5c6d49af-b071-6127-b4ec-6f8ed4b55335".into() },
+            portdev: "vnet0".into(),
+            linkdev: None,
+            mac: MacAddr([0x52, 0x54, 0, 0, 0, 1]),
+            filterref: FilterRef {
+                filter: "clean-traffic".into(),
+                params: params
+                    .iter()
+                    .map(|(n, vs)| (n.to_string(), vs.iter().map(|v| v.to_string()).collect()))
+                    .collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn malformed_ip_is_refused_naming_parameter_and_value() {
+        assert!(binding(&[("IP", &["192.0.2.1"]), ("IPV6", &["2001:db8::1"])]).check().is_ok());
+        for bad in ["192.0.2.1/32", "192.0.2.1 } ; flush ruleset ; {", "192.0.2.300", ""] {
+            let e = binding(&[("IP", &["192.0.2.2", bad])]).check().unwrap_err();
+            let s = e.to_string();
+            assert!(s.contains("parameter IP") && s.contains(&format!("'{bad}'")), "{s}");
+            assert!(s.contains("not an IPv4 address"), "{s}");
+        }
+        let e = binding(&[("IPV6", &["2001:db8::1/64"])]).check().unwrap_err();
+        assert!(e.to_string().contains("not an IPv6 address"), "{e}");
+        let e = binding(&[("CTRL_IP_LEARNING", &["sometimes"])]).check().unwrap_err();
+        assert!(e.to_string().contains("any, dhcp or none"), "{e}");
+        assert!(binding(&[("CTRL_IP_LEARNING", &["DHCP"])]).check().is_ok());
+        let e = binding(&[("PORT", &["80;"])]).check().unwrap_err();
+        assert!(e.to_string().contains("parameter PORT: value '80;' may only have"), "{e}");
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        let e = binding(&[("A\nB", &["1"])]).check().unwrap_err();
+        assert!(matches!(e, BindingError::Param(ParamError::BadName { .. })), "{e:?}");
+        let mut b = binding(&[]);
+        b.filterref.filter = "x\ndelete table inet fw\n#".into();
+        let e = b.check().unwrap_err();
+        assert!(e.to_string().starts_with("filterref.filter: filter name 'x\\ndelete"), "{e}");
+        let mut b = binding(&[]);
+        b.owner.name = "vm\u{202e}".into();
+        assert!(b.check().is_err());
+    }
+
+    #[test]
+    fn param_values_at_and_past_the_limit() {
+        let at: Vec<String> = (0..MAX_PARAM_VALUES).map(|i| i.to_string()).collect();
+        assert!(check_param("PORTS", &at).is_ok());
+        let past: Vec<String> = (0..=MAX_PARAM_VALUES).map(|i| i.to_string()).collect();
+        let e = check_param("PORTS", &past).unwrap_err();
+        assert_eq!(e, ParamError::TooManyValues { name: "PORTS".into(), count: MAX_PARAM_VALUES + 1, limit: 1024 });
+        assert!(e.to_string().contains("PORTS has 1025 values") && e.to_string().contains("at most 1024"), "{e}");
     }
 }

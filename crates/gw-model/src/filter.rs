@@ -145,16 +145,29 @@ pub fn chain_prefix(chain: &str) -> Option<&'static str> {
 /// Checks a chain name; the error says what is allowed.
 pub fn check_chain_name(chain: &str) -> Result<&'static str, String> {
     if chain.len() > MAX_CHAIN_NAME_LEN {
-        return Err(format!("chain name '{chain}' is longer than {MAX_CHAIN_NAME_LEN} characters"));
+        let shown = crate::text::Shown(chain);
+        return Err(format!("chain name '{shown}' is longer than {MAX_CHAIN_NAME_LEN} characters"));
     }
     if let Some(c) = chain.chars().find(|c| !(c.is_ascii_alphanumeric() || "_.:-".contains(*c))) {
-        return Err(format!("chain name '{chain}' has the character '{c}'; allowed are letters, digits and _.:-"));
+        let shown = crate::text::Shown(chain);
+        return Err(format!("chain name '{shown}' has the character {:?}; allowed are letters, digits and _.:-", c));
     }
     chain_prefix(chain).ok_or_else(|| {
         format!(
             "invalid chain name '{chain}': use 'root' or a name starting with mac, vlan, stp, arp, rarp, ipv4 or ipv6"
         )
     })
+}
+
+/// Checks a filter's name: no '/' (names are file names in the daemon's
+/// store, as in libvirt's) and no control or format characters (see
+/// [`crate::text`]). Emptiness is the caller's to judge.
+pub fn check_filter_name(name: &str) -> Result<(), String> {
+    crate::text::check_no_control("filter name", name)?;
+    if name.contains('/') {
+        return Err(format!("filter name '{name}' must not contain '/'"));
+    }
+    Ok(())
 }
 
 /// A filter: a named, ordered list of rules and references to other filters.

@@ -16,12 +16,13 @@ pub mod arb;
 pub mod binding;
 pub mod filter;
 pub mod protocol;
+pub mod text;
 pub mod value;
 
-pub use binding::{check_ifname, Binding, Owner};
+pub use binding::{check_ifname, check_param, Binding, BindingError, Owner, ParamError, MAX_PARAM_VALUES};
 pub use filter::{
-    check_chain_name, default_chain_priority, Action, Direction, Entry, FieldValue, Filter, FilterRef, FixupChange,
-    ProtocolMatch, Rule, DEFAULT_RULE_PRIORITY,
+    check_chain_name, check_filter_name, default_chain_priority, Action, Direction, Entry, FieldValue, Filter,
+    FilterRef, FixupChange, ProtocolMatch, Rule, DEFAULT_RULE_PRIORITY,
 };
 pub use protocol::{AttrSpec, Field, Kind, Layer, Protocol};
 pub use value::{Access, MacAddr, Value, VarAccess};

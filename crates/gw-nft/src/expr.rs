@@ -16,18 +16,117 @@ pub enum StateSource {
     BrNetfilterMark,
 }
 
-/// Mark bits guestwall uses to carry conntrack state (other bits are left alone).
-pub const MARK_MASK: u32 = 0x1f00_0000;
-/// Mark bit: untracked.
-pub const MARK_UNTRACKED: u32 = 0x1000_0000;
-/// Mark bit: NEW.
-pub const MARK_NEW: u32 = 0x0100_0000;
-/// Mark bit: ESTABLISHED.
-pub const MARK_ESTABLISHED: u32 = 0x0200_0000;
-/// Mark bit: RELATED.
-pub const MARK_RELATED: u32 = 0x0400_0000;
-/// Mark bit: INVALID.
-pub const MARK_INVALID: u32 = 0x0800_0000;
+/// The packet-mark bits that carry conntrack state from the inet hooks to
+/// the bridge chains ([`StateSource::BrNetfilterMark`]): five bits under a
+/// mask the admin can choose (`--ct-mark-mask`), since other tools use the
+/// mark too (Calico's default mask is 0xffff0000, kube-proxy uses 0x4000
+/// and 0x8000). Bits outside the mask are left as they were.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct MarkBits(u32);
+
+/// Why a mark mask cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("conntrack mark mask {0:#010x} must have exactly five bits set (one per state: new, established, related, invalid, untracked); it has {1}")]
+pub struct MarkMaskError(pub u32, pub u32);
+
+impl MarkBits {
+    /// 0x1f000000: bits no common tool on virtualisation hosts sets.
+    pub const DEFAULT: MarkBits = MarkBits(0x1f00_0000);
+
+    /// The five bits of `mask`, lowest first: new, established, related,
+    /// invalid, untracked.
+    pub fn new(mask: u32) -> Result<MarkBits, MarkMaskError> {
+        if mask.count_ones() == 5 {
+            Ok(MarkBits(mask))
+        } else {
+            Err(MarkMaskError(mask, mask.count_ones()))
+        }
+    }
+
+    /// All five bits.
+    pub fn mask(self) -> u32 {
+        self.0
+    }
+
+    fn nth(self, n: u32) -> u32 {
+        let mut m = self.0;
+        for _ in 0..n {
+            m &= m - 1;
+        }
+        m & m.wrapping_neg()
+    }
+
+    /// The bit standing for NEW.
+    pub fn new_bit(self) -> u32 {
+        self.nth(0)
+    }
+    /// The bit standing for ESTABLISHED.
+    pub fn established(self) -> u32 {
+        self.nth(1)
+    }
+    /// The bit standing for RELATED.
+    pub fn related(self) -> u32 {
+        self.nth(2)
+    }
+    /// The bit standing for INVALID.
+    pub fn invalid(self) -> u32 {
+        self.nth(3)
+    }
+    /// The bit standing for untracked.
+    pub fn untracked(self) -> u32 {
+        self.nth(4)
+    }
+
+    /// Each state's name (as nft's `ct state` knows it) and bit.
+    pub fn states(self) -> [(&'static str, u32); 5] {
+        [
+            ("new", self.new_bit()),
+            ("untracked", self.untracked()),
+            ("established", self.established()),
+            ("related", self.related()),
+            ("invalid", self.invalid()),
+        ]
+    }
+
+    /// The bits standing for these states.
+    pub fn of(self, bits: u8) -> u32 {
+        let mut m = 0;
+        if bits & state::NEW != 0 {
+            m |= self.new_bit();
+        }
+        if bits & state::ESTABLISHED != 0 {
+            m |= self.established();
+        }
+        if bits & state::RELATED != 0 {
+            m |= self.related();
+        }
+        if bits & state::INVALID != 0 {
+            m |= self.invalid();
+        }
+        if bits & gw_ir::UNTRACKED != 0 {
+            m |= self.untracked();
+        }
+        m
+    }
+
+    /// The first rule of a chain whose rules read the state bits: an IP
+    /// packet whose bits are not exactly one state was changed by another
+    /// writer of these mark bits after guestwall set them, and could
+    /// otherwise pass as a reply. It is dropped and counted in the named
+    /// counter [`TAMPER_COUNTER`] (shown by `guestwall status`).
+    pub fn guard(self) -> String {
+        let valid: Vec<String> = self.states().iter().map(|(_, b)| format!("{b:#010x}")).collect();
+        format!(
+            "meta protocol {{ ip, ip6 }} meta mark & {:#010x} != {{ {} }} counter name \"{TAMPER_COUNTER}\" drop comment \"conntrack state bits changed by another writer of the mark\"",
+            self.0,
+            valid.join(", ")
+        )
+    }
+}
+
+/// The bridge table's counter of packets whose state bits another writer
+/// of the mark changed (see [`MarkBits::guard`]).
+pub const TAMPER_COUNTER: &str = "state_tampered";
 
 /// An expression could not be written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,29 +231,8 @@ fn ct_names(bits: u8) -> Vec<&'static str> {
     out
 }
 
-/// The mark bits standing for these states.
-pub fn mark_bits(bits: u8) -> u32 {
-    let mut m = 0;
-    if bits & state::NEW != 0 {
-        m |= MARK_NEW;
-    }
-    if bits & state::ESTABLISHED != 0 {
-        m |= MARK_ESTABLISHED;
-    }
-    if bits & state::RELATED != 0 {
-        m |= MARK_RELATED;
-    }
-    if bits & state::INVALID != 0 {
-        m |= MARK_INVALID;
-    }
-    if bits & gw_ir::UNTRACKED != 0 {
-        m |= MARK_UNTRACKED;
-    }
-    m
-}
-
 /// One condition as nft text (constants only).
-pub fn cond(c: &Cond, v6: bool, states: StateSource) -> Result<String, ExprError> {
+pub fn cond(c: &Cond, v6: bool, states: StateSource, mark: MarkBits) -> Result<String, ExprError> {
     let s = selector(c.sel, v6);
     let op = if c.negated { "!= " } else { "" };
     Ok(match (&c.test, c.sel) {
@@ -168,7 +246,7 @@ pub fn cond(c: &Cond, v6: bool, states: StateSource) -> Result<String, ExprError
                 }
             }
             StateSource::BrNetfilterMark => {
-                let m = mark_bits(*bits);
+                let m = mark.of(*bits);
                 format!("meta mark & {m:#010x} {} 0", if c.negated { "==" } else { "!=" })
             }
         },

@@ -7,11 +7,13 @@
 
 pub mod client;
 pub mod expr;
+pub mod inspect;
 pub mod netlink;
 pub mod ruleset;
+pub mod text;
 
 pub use client::{claim, enable_bridge_nf_call, is_ours, port_is_routed, probe, run_nft, NftError};
-pub use expr::StateSource;
+pub use expr::{MarkBits, StateSource, TAMPER_COUNTER};
 
 /// A port's input for [`plan`] from its programs, keeping the whole
 /// program only when its filter cannot share chains.
@@ -27,5 +29,6 @@ pub fn port_input(
     PortInput { port, key, template, concrete, values, routed }
 }
 pub use ruleset::{
-    build, plan, plan_from, port_values, shareable, BuildError, Features, Plan, PortInput, PortValues, Staged, TABLE,
+    build, plan, plan_from, port_values, shareable, BuildError, Features, Plan, PortInput, PortValues, Staged, BLOCKED,
+    TABLE,
 };

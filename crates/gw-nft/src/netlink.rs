@@ -244,6 +244,12 @@ pub fn error_code(ty: u16, payload: &[u8]) -> Option<i32> {
 /// Applies all `changes` in one nf_tables transaction: all of them take
 /// effect at once, or none does.
 pub fn commit(changes: &[SetChange]) -> Result<(), NetlinkError> {
+    commit_with(changes, true)
+}
+
+/// [`commit`]; `heard`: the watcher hears the commit's events, so a ticket
+/// waits for its generation (see [`crate::client::claim`]).
+fn commit_with(changes: &[SetChange], heard: bool) -> Result<(), NetlinkError> {
     let mut w = Writer::new();
     w.begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES);
     w.end();
@@ -288,12 +294,26 @@ pub fn commit(changes: &[SetChange]) -> Result<(), NetlinkError> {
     force_buffer(&s, libc::SO_SNDBUFFORCE, w.buf.len() + 4096);
     force_buffer(&s, libc::SO_RCVBUFFORCE, 1 << 20);
     recv_timeout(&s, 30);
-    // The kernel names the committing thread in its generation event.
+    // The kernel names the committing thread in its generation event: this
+    // one, running until the ticket is settled.
     // SAFETY: gettid has no preconditions.
-    crate::client::claim(unsafe { libc::gettid() } as u32);
+    let ticket = heard.then(|| crate::client::claim(unsafe { libc::gettid() } as u32));
+    let r = send_batch(&s, &w.buf, &what);
+    if let Some(ticket) = ticket {
+        match &r {
+            // The batch was rolled back whole: no generation.
+            Err(NetlinkError::Refused { .. }) => drop(ticket),
+            _ => ticket.settle(generation().ok()),
+        }
+    }
+    r
+}
+
+/// Sends a batch and reads the kernel's answer to each message of `what`.
+fn send_batch(s: &Socket, batch: &[u8], what: &std::collections::BTreeMap<u32, String>) -> Result<(), NetlinkError> {
     // The kernel runs the whole batch inside this send; its answers are
     // queued by the time it returns.
-    s.send(&w.buf, 0)?;
+    s.send(batch, 0)?;
     let mut pending = what.len();
     let mut buf = vec![0u8; 1 << 16];
     while pending > 0 {
@@ -377,7 +397,8 @@ pub fn commit_quietly(changes: &[SetChange]) -> Result<bool, NetlinkError> {
     if !membership(fd, false) {
         return commit(changes).map(|()| false);
     }
-    let r = commit(changes);
+    // Its events go to no one: no ticket waits for them.
+    let r = commit_with(changes, false);
     let rejoined = membership(fd, true);
     // The commit's outcome stands even if the generation cannot be read:
     // then assume others may have committed.
@@ -432,9 +453,11 @@ pub enum Event {
 
 /// Follows nf_tables events and calls `on` for each transaction by another
 /// process that touched table `table` (bridge or inet), and when events were
-/// lost. `is_ours(pid)` says which committing processes to ignore. Runs
-/// until the socket fails.
-pub fn watch(table: &str, is_ours: impl Fn(u32) -> bool, mut on: impl FnMut(Event)) -> std::io::Result<()> {
+/// lost. `is_ours(generation, pid)` says which transactions are ours, by
+/// the generation they made and the process or thread that committed them
+/// ([`crate::client::is_ours`]); it is asked about every generation, in
+/// order. Runs until the socket fails.
+pub fn watch(table: &str, is_ours: impl Fn(u32, u32) -> bool, mut on: impl FnMut(Event)) -> std::io::Result<()> {
     let mut s = socket()?;
     s.add_membership(NFNLGRP_NFTABLES)?;
     {
@@ -466,11 +489,19 @@ pub fn watch(table: &str, is_ours: impl Fn(u32) -> bool, mut on: impl FnMut(Even
             }
             let msg = ty & 0xff;
             if msg == NFT_MSG_NEWGEN {
-                let pid = attrs(payload)
-                    .find(|(t, _)| *t == NFTA_GEN_PROC_PID)
-                    .and_then(|(_, d)| d.get(..4))
-                    .map(|d| u32::from_be_bytes([d[0], d[1], d[2], d[3]]));
-                if touched && !pid.is_some_and(&is_ours) {
+                let be32 = |ty| {
+                    attrs(payload)
+                        .find(|(t, _)| *t == ty)
+                        .and_then(|(_, d)| d.get(..4))
+                        .map(|d| u32::from_be_bytes([d[0], d[1], d[2], d[3]]))
+                };
+                // Asked whether or not the transaction touched our table:
+                // the answer settles our tickets.
+                let ours = match (be32(NFTA_GEN_ID), be32(NFTA_GEN_PROC_PID)) {
+                    (Some(generation), Some(pid)) => is_ours(generation, pid),
+                    _ => false,
+                };
+                if touched && !ours {
                     on(Event::Foreign { deleted: deleted == 3 });
                 }
                 touched = false;

@@ -19,8 +19,9 @@
 //! works.
 
 use crate::expr::{cond, element, element_key, has_var, ifname_key, selector, settable, ExprError, StateSource};
-use crate::expr::{MARK_ESTABLISHED, MARK_INVALID, MARK_MASK, MARK_NEW, MARK_RELATED, MARK_UNTRACKED};
+use crate::expr::{MarkBits, TAMPER_COUNTER};
 use crate::netlink::{SetChange, FAMILY_BRIDGE, FAMILY_INET};
+use crate::text;
 use gw_ir::{IrRule, L2Item, PortProgram, Sel, Side, SideProgram, Test};
 use gw_model::value::state;
 use gw_model::{Action, Value};
@@ -42,6 +43,8 @@ pub struct Features {
     /// about 15% of the small-packet forwarding rate (bench/forward); turn
     /// them on to see which rules decide.
     pub counters: bool,
+    /// The mark bits that carry conntrack state ([`StateSource::BrNetfilterMark`]).
+    pub mark: MarkBits,
 }
 
 impl Features {
@@ -49,9 +52,10 @@ impl Features {
     pub fn describe(&self) -> String {
         let st = match self.state {
             StateSource::BridgeConntrack => "stateful filtering via bridge-family conntrack (nf_conntrack_bridge)",
-            StateSource::BrNetfilterMark => {
-                "stateful filtering via br_netfilter (no nf_conntrack_bridge): conntrack state carried in mark bits 0x1f000000"
-            }
+            StateSource::BrNetfilterMark => &format!(
+                "stateful filtering via br_netfilter (no nf_conntrack_bridge): conntrack state carried in mark bits {:#010x}",
+                self.mark.mask()
+            ),
         };
         let rj = if self.bridge_reject {
             "reject sends ICMP unreachable"
@@ -126,11 +130,7 @@ fn comment(r: &IrRule) -> String {
         Some(c) => format!("{}#{}: {c}", r.origin.filter, r.origin.entry),
         None => format!("{}#{}", r.origin.filter, r.origin.entry),
     };
-    let mut t: String = text.chars().map(|c| if c == '"' || c == '\\' || c.is_control() { '\'' } else { c }).collect();
-    while t.len() > 120 {
-        t.pop();
-    }
-    format!(" comment \"{t}\"")
+    format!(" comment \"{}\"", text::comment(&text, 120))
 }
 
 /// Where a rule is, for naming its set.
@@ -144,6 +144,7 @@ struct Ctx<'a> {
     group: &'a str,
     side: Side,
     states: StateSource,
+    mark: MarkBits,
     bridge_reject: bool,
     /// Ports sharing these chains with their concrete programs; empty when
     /// the chains are a single port's own (all values constant).
@@ -236,7 +237,7 @@ impl Ctx<'_> {
                 }
             }
             let states = if self.routed { StateSource::BridgeConntrack } else { self.states };
-            parts.push(cond(c, v6, states).map_err(err)?);
+            parts.push(cond(c, v6, states, self.mark).map_err(err)?);
         }
         if !var_idx.is_empty() {
             let key_sel = match self.side {
@@ -285,7 +286,7 @@ impl Ctx<'_> {
                         }
                         _ => None,
                     };
-                    elements.push((format!("\"{port}\"{text}"), key));
+                    elements.push((format!("{}{text}", text::ifname_checked(port)), key));
                 }
             }
             elements.sort();
@@ -334,6 +335,10 @@ impl Ctx<'_> {
     fn side(&self, p: &SideProgram, out: &mut Out) -> Result<(), BuildError> {
         let pre = self.prefix();
         let mut root = Vec::new();
+        let reads_state = rules_of(p).any(|r| r.conds.iter().any(|c| matches!(c.test, Test::States(_))));
+        if reads_state && !self.routed && self.states == StateSource::BrNetfilterMark {
+            root.push(self.mark.guard());
+        }
         for item in &p.root {
             match item {
                 L2Item::Rule(r) => root.extend(self.rule_line(r, Layer::L2, false, out)?),
@@ -344,7 +349,7 @@ impl Ctx<'_> {
                         match if self.routed { routed_cond(c, self.side) } else { None } {
                             Some(Some(t)) => g.push(t),
                             Some(None) => impossible = true,
-                            None => g.push(cond(c, false, self.states).map_err(|e| BuildError::Rule {
+                            None => g.push(cond(c, false, self.states, self.mark).map_err(|e| BuildError::Rule {
                                 port: self.port_for_errors.into(),
                                 filter: String::new(),
                                 entry: 0,
@@ -360,7 +365,7 @@ impl Ctx<'_> {
                     if !line.is_empty() {
                         line.push(' ');
                     }
-                    let _ = write!(line, "jump {pre}_c{chain} comment \"chain {name}\"");
+                    let _ = write!(line, "jump {pre}_c{chain} comment \"chain {}\"", text::comment(name, 100));
                     root.push(line);
                 }
             }
@@ -561,6 +566,19 @@ struct RoutedPlan {
     skipped: usize,
 }
 
+impl RoutedPlan {
+    /// The same chains and sets (of the same types): only elements differ.
+    fn same_shape(&self, old: &RoutedPlan) -> bool {
+        self.chains == old.chains
+            && self.skipped == old.skipped
+            && self.sets.len() == old.sets.len()
+            && self
+                .sets
+                .iter()
+                .all(|(n, s)| old.sets.get(n).is_some_and(|o| o.typeof_ == s.typeof_ && o.interval == s.interval))
+    }
+}
+
 /// Plans the ruleset for these ports.
 pub fn plan(ports: &[PortInput], features: Features) -> Result<Plan, BuildError> {
     plan_from(ports, features, None)
@@ -570,9 +588,11 @@ pub fn plan(ports: &[PortInput], features: Features) -> Result<Plan, BuildError>
 /// are the very same (`Arc`s) as in `prev`: redefining a filter thousands
 /// of ports use then costs its chains, not their elements.
 pub fn plan_from(ports: &[PortInput], features: Features, prev: Option<&Plan>) -> Result<Plan, BuildError> {
+    // A port may be in both families (one that does not exist yet), not
+    // twice in one.
     let mut seen = std::collections::BTreeSet::new();
     for p in ports {
-        if !seen.insert(p.port.as_str()) {
+        if !seen.insert((p.routed, p.port.as_str())) {
             return Err(BuildError::DuplicatePort(p.port.clone()));
         }
     }
@@ -629,6 +649,7 @@ pub fn plan_from(ports: &[PortInput], features: Features, prev: Option<&Plan>) -
                 group: &group,
                 side,
                 states: features.state,
+                mark: features.mark,
                 bridge_reject: features.bridge_reject && !routed,
                 ports: if shared { &pairs } else { &[] },
                 port_for_errors: members[0].port.as_str(),
@@ -656,12 +677,15 @@ pub fn plan_from(ports: &[PortInput], features: Features, prev: Option<&Plan>) -
         if members.len() > names.len() {
             names.push("...");
         }
+        // A `#` line ends at a newline: the names (from outside) are
+        // written through text::comment, which has none.
         plan.summary.push(format!(
-            "# {group}: filter {key}{}{}: {} port(s): {}",
+            "# {group}: filter {}{}{}: {} port(s): {}",
+            text::comment(key, 200),
             if *routed { " on routed ports" } else { "" },
             if shared { "" } else { " (own chains: its variables cannot be shared)" },
             members.len(),
-            names.join(" ")
+            text::comment(&names.join(" "), 200)
         ));
     }
     let sets =
@@ -700,7 +724,7 @@ fn set_body(s: &mut String, set: &PlannedSet, indent: &str, with_elements: bool)
 }
 
 fn map_elements(m: &BTreeMap<String, String>) -> Vec<String> {
-    m.iter().map(|(port, chain)| format!("\"{port}\" : goto {chain}")).collect()
+    m.iter().map(|(port, chain)| format!("{} : goto {chain}", text::ifname_checked(port))).collect()
 }
 
 type Entries<'a, K, V> = Vec<(&'a K, &'a V)>;
@@ -714,6 +738,53 @@ fn diff<'a, K: Ord, V: PartialEq>(
     let gone = old.iter().filter(|(k, v)| new.get(*k) != Some(*v)).collect();
     let added = new.iter().filter(|(k, v)| old.get(*k) != Some(*v)).collect();
     (gone, added)
+}
+
+type Map = BTreeMap<String, String>;
+type Sets = BTreeMap<String, Arc<PlannedSet>>;
+
+/// One table's set and map element changes from `old` to `new` (sets new
+/// here are diffed against empty ones), as deletions and additions; `None`
+/// when a set changed its type or an element has no key bytes.
+fn diff_family(
+    family: u8,
+    (sets, old_sets): (&Sets, &Sets),
+    maps: [(&str, &Map, &Map); 2],
+    (dels, adds): (&mut Vec<SetChange>, &mut Vec<SetChange>),
+) -> Option<()> {
+    let empty = BTreeMap::new();
+    let mut push = |set: &str, add: bool, elements: Vec<(Vec<u8>, Option<String>)>| {
+        if !elements.is_empty() {
+            let change = SetChange { family, table: TABLE.into(), set: set.into(), add, elements };
+            if add { &mut *adds } else { &mut *dels }.push(change);
+        }
+    };
+    for (name, set) in sets {
+        let o = match old_sets.get(name) {
+            Some(o) if Arc::ptr_eq(o, set) => continue,
+            Some(o) if o.typeof_ != set.typeof_ || o.interval != set.interval => return None,
+            Some(o) => &o.elements,
+            None => &empty,
+        };
+        let (gone, new) = diff(o, &set.elements);
+        if set.interval && !(gone.is_empty() && new.is_empty()) {
+            return None;
+        }
+        let keys = |l: Vec<(&String, &Option<Vec<u8>>)>| -> Option<Vec<_>> {
+            l.into_iter().map(|(_, k)| k.clone().map(|k| (k, None))).collect()
+        };
+        push(name, false, keys(gone)?);
+        push(name, true, keys(new)?);
+    }
+    for (map, new, oldm) in maps {
+        let (gone, added) = diff(oldm, new);
+        let gone = gone.into_iter().map(|(p, _)| ifname_key(p).map(|k| (k, None))).collect::<Option<_>>()?;
+        let added =
+            added.into_iter().map(|(p, c)| ifname_key(p).map(|k| (k, Some(c.clone())))).collect::<Option<_>>()?;
+        push(map, false, gone);
+        push(map, true, added);
+    }
+    Some(())
 }
 
 /// Chains in an order in which each is deleted before the chains it jumps to.
@@ -763,6 +834,8 @@ fn dispatch_body(
         }
         let _ = writeln!(s, "  }}");
     }
+    // Ports whose binding cannot be read or compiled: nothing passes.
+    let _ = writeln!(s, "  chain {BLOCKED} {{\n    drop\n  }}");
     for (chain, hook, key, map) in [(pre, "prerouting", "iifname", from.0), (post, "postrouting", "oifname", to.0)] {
         let _ = writeln!(
             s,
@@ -771,10 +844,35 @@ fn dispatch_body(
     }
 }
 
+/// The chain (in both tables) that drops everything: ports whose stored
+/// binding is broken are dispatched to it, never left unfiltered.
+pub const BLOCKED: &str = "blocked";
+
 impl Plan {
+    /// Blocks `ports` (that the plan has no filter for) in both families:
+    /// each of their frames is dropped.
+    pub fn block<'a>(&mut self, ports: impl IntoIterator<Item = &'a str>) {
+        for port in ports {
+            for (from, to) in
+                [(&mut self.from_guest, &mut self.to_guest), (&mut self.routed.from_guest, &mut self.routed.to_guest)]
+            {
+                if !from.contains_key(port) {
+                    from.insert(port.to_string(), BLOCKED.into());
+                    to.insert(port.to_string(), BLOCKED.into());
+                }
+            }
+        }
+    }
+
+    /// Whether `port` is dispatched to the blocking chain.
+    pub fn is_blocked(&self, port: &str) -> bool {
+        self.from_guest.get(port).is_some_and(|c| c == BLOCKED)
+    }
+
     /// How many ports the plan filters.
     pub fn port_count(&self) -> usize {
-        self.from_guest.len() + self.routed.from_guest.len()
+        // A port not there yet is planned in both families.
+        self.from_guest.len() + self.routed.from_guest.keys().filter(|p| !self.from_guest.contains_key(*p)).count()
     }
 
     /// Whether `port` is filtered by this plan.
@@ -811,6 +909,9 @@ impl Plan {
         // Creating the table first makes the delete valid on an empty host;
         // both happen in this one transaction with the new contents.
         let _ = writeln!(s, "table bridge {TABLE}\ndelete table bridge {TABLE}\ntable bridge {TABLE} {{");
+        if self.features.state == StateSource::BrNetfilterMark {
+            let _ = writeln!(s, "  counter {TAMPER_COUNTER} {{\n  }}");
+        }
         if self.same_byte {
             let pairs: Vec<String> = (0..=255).map(|b| format!("{b} . {b}")).collect();
             let _ = writeln!(
@@ -853,18 +954,12 @@ impl Plan {
         if self.uses_related {
             let _ = writeln!(s, "  ct helper ftp {{\n    type \"ftp\" protocol tcp\n  }}");
         }
-        let states = [
-            ("new", MARK_NEW),
-            ("untracked", MARK_UNTRACKED),
-            ("established", MARK_ESTABLISHED),
-            ("related", MARK_RELATED),
-            ("invalid", MARK_INVALID),
-        ];
+        let states = self.features.mark.states();
         let marking = self.features.state == StateSource::BrNetfilterMark;
         if marking {
             // One verdict-map lookup per packet, then one rule that replaces
             // our bits and keeps the others (instead of a rule per state).
-            let keep = !MARK_MASK;
+            let keep = !self.features.mark.mask();
             for (st, bit) in states {
                 let _ =
                     writeln!(s, "  chain mark_{st} {{\n    meta mark set meta mark & {keep:#010x} | {bit:#010x}\n  }}");
@@ -941,44 +1036,27 @@ impl Plan {
     /// (sets new here are diffed against empty ones); `None` when a set
     /// changed its type or an element has no key bytes.
     fn elements_diff(&self, old: &Plan) -> Option<Vec<SetChange>> {
-        if !self.same_table_parts(old) {
+        if !(self.features == old.features
+            && self.same_byte == old.same_byte
+            && self.uses_related == old.uses_related
+            && self.routed.same_shape(&old.routed))
+        {
             return None;
         }
-        let empty = BTreeMap::new();
         let (mut dels, mut adds) = (Vec::new(), Vec::new());
-        let mut push = |set: &str, add: bool, elements: Vec<(Vec<u8>, Option<String>)>| {
-            if !elements.is_empty() {
-                let change = SetChange { family: FAMILY_BRIDGE, table: TABLE.into(), set: set.into(), add, elements };
-                if add { &mut adds } else { &mut dels }.push(change);
-            }
-        };
-        for (name, set) in &self.sets {
-            let o = match old.sets.get(name) {
-                Some(o) if Arc::ptr_eq(o, set) => continue,
-                Some(o) if o.typeof_ != set.typeof_ || o.interval != set.interval => return None,
-                Some(o) => &o.elements,
-                None => &empty,
-            };
-            let (gone, new) = diff(o, &set.elements);
-            if set.interval && !(gone.is_empty() && new.is_empty()) {
-                return None;
-            }
-            let keys = |l: Vec<(&String, &Option<Vec<u8>>)>| -> Option<Vec<_>> {
-                l.into_iter().map(|(_, k)| k.clone().map(|k| (k, None))).collect()
-            };
-            push(name, false, keys(gone)?);
-            push(name, true, keys(new)?);
-        }
-        for (map, new, oldm) in
-            [("from_guest", &self.from_guest, &old.from_guest), ("to_guest", &self.to_guest, &old.to_guest)]
-        {
-            let (gone, added) = diff(oldm, new);
-            let gone = gone.into_iter().map(|(p, _)| ifname_key(p).map(|k| (k, None))).collect::<Option<_>>()?;
-            let added =
-                added.into_iter().map(|(p, c)| ifname_key(p).map(|k| (k, Some(c.clone())))).collect::<Option<_>>()?;
-            push(map, false, gone);
-            push(map, true, added);
-        }
+        diff_family(
+            FAMILY_BRIDGE,
+            (&self.sets, &old.sets),
+            [("from_guest", &self.from_guest, &old.from_guest), ("to_guest", &self.to_guest, &old.to_guest)],
+            (&mut dels, &mut adds),
+        )?;
+        let (r, o) = (&self.routed, &old.routed);
+        diff_family(
+            FAMILY_INET,
+            (&r.sets, &o.sets),
+            [("routed_from_guest", &r.from_guest, &o.from_guest), ("routed_to_guest", &r.to_guest, &o.to_guest)],
+            (&mut dels, &mut adds),
+        )?;
         dels.extend(adds);
         Some(dels)
     }
@@ -1072,7 +1150,7 @@ impl Plan {
             [("from_guest", &self.from_guest, &old.from_guest), ("to_guest", &self.to_guest, &old.to_guest)]
         {
             let (gone, added) = diff(oldm, new);
-            let entry = |(p, c): (&String, &String)| format!("\"{p}\" : goto {c}");
+            let entry = |(p, c): (&String, &String)| format!("{} : goto {c}", text::ifname_checked(p));
             // A port moving to another filter is deleted and re-added in the
             // same transaction: it is never unfiltered.
             elements("delete", map, gone.into_iter().map(entry).collect());

@@ -8,7 +8,12 @@ use gw_model::{Binding, FilterRef, MacAddr, Owner};
 use gw_nft::{plan, plan_from, port_input, Features, PortInput, PortValues, StateSource};
 use std::sync::Arc;
 
-const F: Features = Features { state: StateSource::BrNetfilterMark, bridge_reject: false, counters: false };
+const F: Features = Features {
+    state: StateSource::BrNetfilterMark,
+    bridge_reject: false,
+    counters: false,
+    mark: gw_nft::MarkBits::DEFAULT,
+};
 
 fn binding(n: u8, filter: &str) -> Binding {
     Binding {

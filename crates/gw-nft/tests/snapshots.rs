@@ -41,7 +41,12 @@ fn builtin_rulesets() {
             let bound = gw_ir::bind(&lib, &b).unwrap_or_else(|e| panic!("{name}: {e}"));
             inputs.push(port_input(b.portdev, name.to_string(), bound.template.into(), &bound.concrete.into(), false));
         }
-        let f = Features { state: StateSource::BrNetfilterMark, bridge_reject: false, counters: false };
+        let f = Features {
+            state: StateSource::BrNetfilterMark,
+            bridge_reject: false,
+            counters: false,
+            mark: gw_nft::MarkBits::DEFAULT,
+        };
         let script = build(&inputs, f).unwrap_or_else(|e| panic!("{name}: {e}"));
         insta::assert_snapshot!(*name, script);
     }
@@ -65,7 +70,12 @@ fn bridge_conntrack_path_uses_ct_state() {
         port_input("vnet1".into(), "allow-dhcp".into(), bound.template.into(), &bound.concrete.into(), false),
         port_input("vnet2".into(), "web".into(), bound2.template.into(), &bound2.concrete.into(), false),
     ];
-    let f = Features { state: StateSource::BridgeConntrack, bridge_reject: true, counters: true };
+    let f = Features {
+        state: StateSource::BridgeConntrack,
+        bridge_reject: true,
+        counters: true,
+        mark: gw_nft::MarkBits::DEFAULT,
+    };
     insta::assert_snapshot!("bridge-conntrack", build(&inputs, f).expect("build"));
 }
 
@@ -76,6 +86,11 @@ fn routed_port_uses_the_inet_family() {
     let bound = gw_ir::bind(&lib, &b).expect("bind");
     let inputs =
         vec![port_input("tap0".into(), "clean-traffic".into(), bound.template.into(), &bound.concrete.into(), true)];
-    let f = Features { state: StateSource::BrNetfilterMark, bridge_reject: false, counters: false };
+    let f = Features {
+        state: StateSource::BrNetfilterMark,
+        bridge_reject: false,
+        counters: false,
+        mark: gw_nft::MarkBits::DEFAULT,
+    };
     insta::assert_snapshot!("routed-clean-traffic", build(&inputs, f).expect("build"));
 }

@@ -111,14 +111,14 @@ fn mismatched_list_lengths_are_an_error() {
 #[test]
 fn values_must_fit_the_attribute() {
     let e = run(
-        &["<filter name='t'><rule action='drop' direction='out'><ip srcipaddr='$IP'/></rule></filter>"],
+        &["<filter name='t'><rule action='drop' direction='out'><ip srcipaddr='$ADDR'/></rule></filter>"],
         "t",
-        &["IP=300.1.1.1"],
+        &["ADDR=300.1.1.1"],
     )
     .unwrap_err();
     let s = e.to_string();
     assert!(
-        s.contains("<ip srcipaddr='$IP'>") && s.contains("'300.1.1.1'") && s.contains("not an IPv4 address"),
+        s.contains("<ip srcipaddr='$ADDR'>") && s.contains("'300.1.1.1'") && s.contains("not an IPv4 address"),
         "{s}"
     );
 }
@@ -197,7 +197,11 @@ fn jumps_interleave_with_root_rules_by_chain_priority() {
 #[test]
 fn parameter_values_are_checked() {
     let e = run(&["<filter name='t'/>"], "t", &["IP=192.0.2.4/24"]).unwrap_err();
-    assert!(matches!(e, ResolveError::BadParameter { .. }), "{e:?}");
+    assert!(matches!(e, ResolveError::BadParameter(_)), "{e:?}");
+    assert!(e.to_string().contains("parameter IP: value '192.0.2.4/24' is not an IPv4 address"), "{e}");
+    // A reserved variable's value must be of its kind even if no rule uses it.
+    let e = run(&["<filter name='t'/>"], "t", &["IP=300.1.1.1"]).unwrap_err();
+    assert!(e.to_string().contains("parameter IP: value '300.1.1.1' is not an IPv4 address"), "{e}");
     assert!(params_from_pairs(["noequals"]).is_err());
     assert!(params_from_pairs(["BAD-NAME=1"]).is_err());
 }

@@ -130,6 +130,34 @@ def send_many(iface, path):
         time.sleep(0.005)
     return 0
 
+def flood(iface, seconds, pps, expr):
+    """Send frame EXPR out of IFACE at about PPS frames a second for SECONDS,
+    also while IFACE is down or not there yet (those sends fail and are not
+    counted); print how many were sent."""
+    import socket
+    import scapy.all as sa
+    env = {k: getattr(sa, k) for k in dir(sa) if not k.startswith("_")}
+    frame = bytes(eval(expr, env))
+    end = time.monotonic() + float(seconds)
+    gap = 1.0 / float(pps)
+    sent = 0
+    s = None
+    print("ready", flush=True)
+    while time.monotonic() < end:
+        try:
+            if s is None:
+                s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+                s.bind((iface, 0))
+            s.send(frame)
+            sent += 1
+        except OSError:
+            if s is not None:
+                s.close()
+            s = None
+        time.sleep(gap)
+    print(sent, flush=True)
+    return 0
+
 def wait_for_stop(grace):
     """Sniff until the caller closes our stdin (it has sent everything),
     then `grace` seconds more for frames in flight; at most a minute."""
@@ -170,5 +198,5 @@ if __name__ == "__main__":
     fn = {"tcp-serve": tcp_serve, "tcp-connect": tcp_connect, "udp-serve": udp_serve,
           "udp-query": udp_query, "send": send, "sniff": sniff,
           "ftp-server": ftp_server, "ftp-client": ftp_client,
-          "send-many": send_many, "sniff-tags": sniff_tags}[cmd]
+          "send-many": send_many, "sniff-tags": sniff_tags, "flood": flood}[cmd]
     sys.exit(fn(*args) or 0)

@@ -345,6 +345,35 @@ impl TestHost {
         out.split_whitespace().map(str::to_string).collect()
     }
 
+    /// Starts sending frame `expr` (scapy) out of `ns`'s eth0 at about
+    /// `pps` frames a second for `secs` seconds, also while eth0 is down or
+    /// not there yet; [`Flood::sent`] waits for it and says how many went out.
+    pub fn flood(&self, ns: &str, secs: f64, pps: u32, expr: &str) -> Flood {
+        Flood(self.helper_process(ns, &["flood", "eth0", &secs.to_string(), &pps.to_string(), expr]))
+    }
+
+    /// Starts counting frames satisfying `test` (a Python expression over
+    /// `p`) on `ns`'s eth0; [`Sniffer::count`] stops it and gives the count.
+    pub fn sniffer(&self, ns: &str, test: &str) -> Sniffer {
+        Sniffer(self.helper_process(ns, &["sniff", "eth0", "0.5", test]))
+    }
+
+    fn helper_process(&self, ns: &str, args: &[&str]) -> Child {
+        use std::io::Read;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", &helper()])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start packet helper");
+        let mut buf = [0u8; 6];
+        child.stdout.as_mut().expect("stdout").read_exact(&mut buf).expect("packet helper ready line");
+        assert_eq!(&buf, b"ready\n");
+        child
+    }
+
     /// Runs `f` on a thread inside the host namespace (for code that talks
     /// netlink itself).
     pub fn in_host<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
@@ -371,6 +400,54 @@ impl TestHost {
     /// The host's ruleset, for failure messages.
     pub fn ruleset(&self) -> String {
         String::from_utf8_lossy(&self.exec(&self.host, &["nft", "list", "ruleset"]).stdout).into_owned()
+    }
+}
+
+/// A running [`TestHost::flood`].
+pub struct Flood(Child);
+
+impl Flood {
+    /// Waits until it is done; how many frames were sent.
+    pub fn sent(mut self) -> usize {
+        use std::io::Read;
+        let mut out = String::new();
+        let _ = self.0.stdout.take().expect("stdout").read_to_string(&mut out);
+        let _ = self.0.wait();
+        out.trim().parse().unwrap_or_else(|_| panic!("flood said {out:?}"))
+    }
+}
+
+/// A running [`TestHost::sniffer`].
+pub struct Sniffer(Child);
+
+impl Sniffer {
+    /// Stops it (after half a second for frames in flight); how many
+    /// matching frames it saw.
+    pub fn count(mut self) -> usize {
+        use std::io::Read;
+        drop(self.0.stdin.take());
+        let mut out = String::new();
+        let _ = self.0.stdout.take().expect("stdout").read_to_string(&mut out);
+        let mut err = String::new();
+        if let Some(mut e) = self.0.stderr.take() {
+            let _ = e.read_to_string(&mut err);
+        }
+        let _ = self.0.wait();
+        out.trim().parse().unwrap_or_else(|_| panic!("sniffer said {out:?}: {err}"))
+    }
+}
+
+impl Drop for Flood {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Sniffer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -68,3 +68,33 @@ pub struct Parsed<T> {
     /// What libvirt's reading ignored, merged or changed.
     pub quirks: Vec<Diagnostic>,
 }
+
+/// Fills in the line and column of diagnostics found at byte offsets of
+/// `text`, in one pass over the text whatever their number (computing each
+/// position from the start of the text would make a document with many
+/// findings quadratic to read). Lines count `\n`; columns count characters
+/// from the line's start, both from 1, as the XML parser's positions.
+pub(crate) fn locate(text: &str, items: Vec<(usize, Diagnostic)>) -> Vec<Diagnostic> {
+    let mut order: Vec<usize> = (0..items.len()).collect();
+    order.sort_by_key(|&i| items[i].0);
+    let mut items = items;
+    let (mut at, mut line, mut col) = (0usize, 1u32, 1u32);
+    for i in order {
+        let mut pos = items[i].0.min(text.len());
+        while !text.is_char_boundary(pos) {
+            pos -= 1;
+        }
+        for c in text[at..pos].chars() {
+            if c == '\n' {
+                line += 1;
+                col = 1;
+            } else {
+                col += 1;
+            }
+        }
+        at = pos;
+        items[i].1.line = line;
+        items[i].1.col = col;
+    }
+    items.into_iter().map(|(_, d)| d).collect()
+}

@@ -8,10 +8,12 @@
 
 pub mod binding;
 pub mod diag;
+pub mod limits;
 pub mod read;
 pub mod write;
 
 pub use binding::{read_binding, write_binding};
 pub use diag::{Diagnostic, Parsed, ReadError, Severity};
+pub use limits::{MAX_DOCUMENT_BYTES, MAX_XML_ATTRIBUTES, MAX_XML_DEPTH, MAX_XML_NODES};
 pub use read::read_filter;
 pub use write::{match_elements, write_filter};

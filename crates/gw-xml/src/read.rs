@@ -14,40 +14,62 @@
 //! (`filter normalize`) or refuse (`filter validate`). Values libvirt refuses
 //! are [`Severity::Error`]s, all of them collected, never the first only.
 
-use crate::diag::{Diagnostic, Parsed, ReadError, Severity};
-use gw_model::filter::{check_chain_name, default_chain_priority, RULE_PRIORITY_RANGE};
+use crate::diag::{locate, Diagnostic, Parsed, ReadError, Severity};
+use crate::limits::{prescan, MAX_XML_NODES};
+use gw_model::filter::{check_chain_name, check_filter_name, default_chain_priority, RULE_PRIORITY_RANGE};
+use gw_model::text::check_no_control;
 use gw_model::value::{is_var_name_char, is_var_value_char, parse_value, MAX_COMMENT_LEN};
+use gw_model::{binding::check_param_value, ParamError, MAX_PARAM_VALUES};
 use gw_model::{
     Action, Direction, Entry, Field, FieldValue, Filter, FilterRef, FixupChange, Kind, Protocol, ProtocolMatch, Rule,
     Value, VarAccess, DEFAULT_RULE_PRIORITY,
 };
 use roxmltree::{Document, Node, ParsingOptions};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-struct Reader<'a> {
+/// Collects diagnostics at byte offsets of a document; their lines and
+/// columns are computed at the end, in one pass ([`Reader::finish`]).
+pub(crate) struct Reader<'a> {
     doc: &'a Document<'a>,
-    diags: Vec<Diagnostic>,
+    diags: Vec<(usize, Diagnostic)>,
 }
 
 impl<'a> Reader<'a> {
-    fn at(&mut self, sev: Severity, pos: usize, element: &str, attribute: Option<&str>, message: String) {
-        let p = self.doc.text_pos_at(pos);
-        self.diags.push(Diagnostic {
-            severity: sev,
-            line: p.row,
-            col: p.col,
-            element: element.to_string(),
-            attribute: attribute.map(str::to_string),
-            message,
-        });
+    pub(crate) fn new(doc: &'a Document<'a>) -> Reader<'a> {
+        Reader { doc, diags: Vec::new() }
     }
 
-    fn node(&mut self, sev: Severity, node: Node, message: String) {
+    /// The diagnostics, in the order found, with their places.
+    pub(crate) fn finish(self) -> Vec<Diagnostic> {
+        locate(self.doc.input_text(), self.diags)
+    }
+
+    fn at(&mut self, sev: Severity, pos: usize, element: &str, attribute: Option<&str>, message: String) {
+        // Messages quote what they are about; a quoted newline must not
+        // split the one-line-per-problem output.
+        let message = match gw_model::text::find_forbidden_char(&message) {
+            Some(_) => gw_model::text::Shown(&message).to_string(),
+            None => message,
+        };
+        self.diags.push((
+            pos,
+            Diagnostic {
+                severity: sev,
+                line: 0,
+                col: 0,
+                element: element.to_string(),
+                attribute: attribute.map(str::to_string),
+                message,
+            },
+        ));
+    }
+
+    pub(crate) fn node(&mut self, sev: Severity, node: Node, message: String) {
         let name = node.tag_name().name().to_string();
         self.at(sev, node.range().start, &name, None, message);
     }
 
-    fn attr(&mut self, sev: Severity, node: Node, attr: &str, message: String) {
+    pub(crate) fn attr(&mut self, sev: Severity, node: Node, attr: &str, message: String) {
         let pos = node.attributes().find(|a| a.name() == attr).map(|a| a.range_qname().start);
         let name = node.tag_name().name().to_string();
         self.at(sev, pos.unwrap_or(node.range().start), &name, Some(attr), message);
@@ -100,10 +122,43 @@ pub fn parse_uuid(s: &str) -> Option<String> {
     Some(format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32]))
 }
 
+/// Parses a document within the limits of [`crate::limits`]: they are
+/// checked first, without recursion, so that the XML parser never sees a
+/// document that could exhaust its stack, memory or time. DTDs are refused
+/// (neither libvirt's corpus nor its built-ins have one).
 pub(crate) fn parse_doc(text: &str) -> Result<Document<'_>, ReadError> {
-    let opts = ParsingOptions { allow_dtd: true, ..ParsingOptions::default() };
+    if let Err(r) = prescan(text) {
+        let mut errors = locate(
+            text,
+            vec![(
+                r.pos,
+                Diagnostic {
+                    severity: Severity::Error,
+                    line: 0,
+                    col: 0,
+                    element: r.element,
+                    attribute: None,
+                    message: r.message,
+                },
+            )],
+        );
+        if r.pos == 0 {
+            // The size limit: no need to scan a too large text for a place.
+            errors[0].line = 1;
+            errors[0].col = 1;
+        }
+        return Err(ReadError { errors });
+    }
+    let opts = ParsingOptions { allow_dtd: false, nodes_limit: MAX_XML_NODES };
     Document::parse_with_options(text, opts).map_err(|e| {
         let p = e.pos();
+        let message = match e {
+            roxmltree::Error::NodesLimitReached => format!(
+                "the document has more than {MAX_XML_NODES} XML nodes (elements, text pieces and comments; MAX_XML_NODES)"
+            ),
+            roxmltree::Error::DtdDetected => "a document type declaration (<!DOCTYPE ...>) is not accepted".into(),
+            e => format!("malformed XML: {e}"),
+        };
         ReadError {
             errors: vec![Diagnostic {
                 severity: Severity::Error,
@@ -111,7 +166,7 @@ pub(crate) fn parse_doc(text: &str) -> Result<Document<'_>, ReadError> {
                 col: p.col,
                 element: "xml".into(),
                 attribute: None,
-                message: format!("malformed XML: {e}"),
+                message,
             }],
         }
     })
@@ -129,10 +184,10 @@ fn finish<T>(value: T, diags: Vec<Diagnostic>) -> Result<Parsed<T>, ReadError> {
 /// Reads one `<filter>` document.
 pub fn read_filter(text: &str) -> Result<Parsed<Filter>, ReadError> {
     let doc = parse_doc(text)?;
-    let mut r = Reader { doc: &doc, diags: Vec::new() };
+    let mut r = Reader::new(&doc);
     let root = doc.root_element();
     let filter = read_filter_node(&mut r, root);
-    finish(filter, r.diags)
+    finish(filter, r.finish())
 }
 
 fn read_filter_node(r: &mut Reader, root: Node) -> Filter {
@@ -147,10 +202,10 @@ fn read_filter_node(r: &mut Reader, root: Node) -> Filter {
     }
     r.unknown_attrs(root, &["name", "chain", "priority"], "<filter>");
     match nonempty_attr(root, "name") {
-        Some(n) if n.contains('/') => {
-            r.attr(Severity::Error, root, "name", format!("filter name '{n}' must not contain '/'"))
-        }
-        Some(n) => filter.name = n.to_string(),
+        Some(n) => match check_filter_name(n) {
+            Ok(()) => filter.name = n.to_string(),
+            Err(e) => r.attr(Severity::Error, root, "name", e),
+        },
         None => r.node(Severity::Error, root, "filter has no name: add name='...'".into()),
     }
     let mut priority = None;
@@ -234,10 +289,24 @@ fn read_filter_node(r: &mut Reader, root: Node) -> Filter {
     filter
 }
 
+/// How `<parameter>`s that libvirt would skip are treated.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ParamMode {
+    /// In a filter's filterref: skipped with a quirk, as libvirt does (unless
+    /// a name or value has control characters, which is an error).
+    Filter,
+    /// In a binding: an error, as is a value a reserved variable cannot hold
+    /// (`IP='192.0.2.1/32'`): skipping it would leave the guest without the
+    /// address, or the rules without their value.
+    Binding,
+}
+
 /// Reads `<parameter name value>` children into a parameter map, as libvirt's
-/// `virNWFilterParseParamAttributes` (invalid ones are skipped).
-fn params_of(r: &mut Reader, node: Node) -> BTreeMap<String, Vec<String>> {
+/// `virNWFilterParseParamAttributes` (invalid ones are skipped, see
+/// [`ParamMode`]). A list longer than [`MAX_PARAM_VALUES`] is an error.
+pub(crate) fn params_of(r: &mut Reader, node: Node, mode: ParamMode) -> BTreeMap<String, Vec<String>> {
     let mut params: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut too_many: BTreeSet<String> = BTreeSet::new();
     for p in node.children().filter(Node::is_element) {
         if p.tag_name().name() != "parameter" {
             r.node(
@@ -254,10 +323,34 @@ fn params_of(r: &mut Reader, node: Node) -> BTreeMap<String, Vec<String>> {
         r.unknown_attrs(p, &["name", "value"], "<parameter>");
         let name = p.attribute("name");
         let value = p.attribute("value");
-        let name_ok = name.is_some_and(|n| n.chars().all(is_var_name_char));
+        if let Some(e) = name.and_then(|n| check_no_control("parameter name", n).err()) {
+            r.attr(Severity::Error, p, "name", e);
+            continue;
+        }
+        if let Some(e) = value.and_then(|v| check_no_control("parameter value", v).err()) {
+            r.attr(Severity::Error, p, "value", e);
+            continue;
+        }
+        // libvirt takes an empty name (and so do we in filters); a binding
+        // may not give one.
+        let name_ok =
+            name.is_some_and(|n| (mode == ParamMode::Filter || !n.is_empty()) && n.chars().all(is_var_name_char));
         let value_ok = value.is_some_and(|v| !v.is_empty() && v.chars().all(is_var_value_char));
-        match (name, value) {
-            (Some(n), Some(v)) if name_ok && value_ok => params.entry(n.to_string()).or_default().push(v.to_string()),
+        match (name, value, mode) {
+            (Some(n), Some(v), ParamMode::Binding) if name_ok => match check_param_value(n, v) {
+                Ok(()) => params.entry(n.to_string()).or_default().push(v.to_string()),
+                Err(e) => r.attr(Severity::Error, p, "value", e.to_string()),
+            },
+            (Some(n), Some(v), ParamMode::Filter) if name_ok && value_ok => {
+                params.entry(n.to_string()).or_default().push(v.to_string())
+            }
+            (Some(n), _, ParamMode::Binding) if !name_ok => {
+                r.attr(Severity::Error, p, "name", ParamError::BadName { name: n.to_string() }.to_string())
+            }
+            (_, _, ParamMode::Binding) => {
+                let why = if name.is_none() { "a parameter needs name='...'" } else { "a parameter needs value='...'" };
+                r.node(Severity::Error, p, why.into())
+            }
             _ => {
                 let why = if !name_ok {
                     "its name is missing or has characters other than letters, digits and '_'"
@@ -267,16 +360,17 @@ fn params_of(r: &mut Reader, node: Node) -> BTreeMap<String, Vec<String>> {
                 r.node(Severity::Quirk, p, format!("parameter is ignored: {why}"));
             }
         }
+        if let Some(n) = name {
+            if params.get(n).is_some_and(|v| v.len() > MAX_PARAM_VALUES) && too_many.insert(n.to_string()) {
+                r.node(
+                    Severity::Error,
+                    p,
+                    format!("parameter {n} has more than {MAX_PARAM_VALUES} values; a parameter may have at most {MAX_PARAM_VALUES} (MAX_PARAM_VALUES)"),
+                );
+            }
+        }
     }
     params
-}
-
-/// Reads `<parameter>` children for another document kind (bindings).
-pub(crate) fn read_params(doc: &Document, diags: &mut Vec<Diagnostic>, node: Node) -> BTreeMap<String, Vec<String>> {
-    let mut r = Reader { doc, diags: Vec::new() };
-    let p = params_of(&mut r, node);
-    diags.extend(r.diags);
-    p
 }
 
 fn read_filterref(r: &mut Reader, node: Node) -> Option<FilterRef> {
@@ -288,10 +382,14 @@ fn read_filterref(r: &mut Reader, node: Node) -> Option<FilterRef> {
             return None;
         }
     };
+    if let Err(e) = check_no_control("filter name", &filter) {
+        r.attr(Severity::Error, node, "filter", e);
+        return None;
+    }
     if filter.is_empty() {
         r.attr(Severity::Quirk, node, "filter", "an empty filter name can never be resolved".into());
     }
-    let params = params_of(r, node);
+    let params = params_of(r, node, ParamMode::Filter);
     Some(FilterRef { filter, params })
 }
 
