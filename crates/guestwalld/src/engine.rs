@@ -108,7 +108,7 @@ fn parse_binding(doc: &str) -> Result<(Binding, Vec<String>), ApiError> {
     if doc.trim_start().starts_with('{') {
         let b: Binding = serde_json::from_str(doc)
             .map_err(|e| err(ErrorCode::Invalid, format!("{}:{}: {e}", e.line(), e.column())))?;
-        gw_model::check_ifname(&b.portdev).map_err(|e| err(ErrorCode::Invalid, format!("portdev: {e}")))?;
+        b.check().map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
         return Ok((b, Vec::new()));
     }
     match gw_xml::read_binding(doc) {
@@ -245,7 +245,7 @@ impl Engine {
                 if let Some(r) = reach.borrow().get(f) {
                     return !r;
                 }
-                let r = self.reaches(f, c, &mut Vec::new());
+                let r = self.reaches(f, c);
                 reach.borrow_mut().insert(f.clone(), r);
                 !r
             })
@@ -493,7 +493,7 @@ impl Engine {
     fn users(&self, name: &str) -> Vec<String> {
         let mut out = Vec::new();
         for b in self.bindings.values() {
-            if self.reaches(&b.filterref.filter, name, &mut Vec::new()) {
+            if self.reaches(&b.filterref.filter, name) {
                 out.push(format!("binding {}", b.portdev));
             }
         }
@@ -505,16 +505,8 @@ impl Engine {
         out
     }
 
-    fn reaches(&self, from: &str, target: &str, seen: &mut Vec<String>) -> bool {
-        if from == target {
-            return true;
-        }
-        if seen.iter().any(|s| s == from) {
-            return false;
-        }
-        seen.push(from.to_string());
-        let Some((f, _)) = self.lib.get(from) else { return false };
-        f.references().any(|r| self.reaches(r, target, seen))
+    fn reaches(&self, from: &str, target: &str) -> bool {
+        gw_resolve::reaches(&self.lib, from, target)
     }
 
     fn define(&mut self, xml: &str, libvirt_quirks: bool) -> Result<Response, ApiError> {
@@ -544,7 +536,12 @@ impl Engine {
         };
         let mut lib = self.lib.clone();
         lib.insert(filter.clone(), Origin::File(path.clone()));
-        if let Err(e @ gw_resolve::ResolveError::Cycle { .. }) = gw_resolve::check_references(&lib, &filter) {
+        if let Err(
+            e @ (gw_resolve::ResolveError::Cycle { .. }
+            | gw_resolve::ResolveError::TooDeep { .. }
+            | gw_resolve::ResolveError::DagTooLarge { .. }),
+        ) = gw_resolve::check_references(&lib, &filter)
+        {
             return Err(err(ErrorCode::Invalid, e.to_string()));
         }
         // Every binding must still compile: a change that does not is refused.
@@ -552,7 +549,7 @@ impl Engine {
         let affected: Vec<String> = self
             .bindings
             .values()
-            .filter(|b| self.reaches(&b.filterref.filter, &name, &mut Vec::new()))
+            .filter(|b| self.reaches(&b.filterref.filter, &name))
             .map(|b| b.portdev.clone())
             .collect();
         let old_text = std::fs::read(&path).ok();

@@ -50,6 +50,8 @@ pub struct Kernel {
     unrestored: Option<Arc<Plan>>,
     /// Set while healing a deletion seen in the events (see `heal`).
     known_absent: bool,
+    /// Set when nft was killed during a load: its outcome is unknown.
+    uncertain: bool,
 }
 
 /// The kernel side, shared by the engine and the healer.
@@ -64,7 +66,13 @@ pub fn lock(k: &SharedKernel) -> std::sync::MutexGuard<'_, Kernel> {
 impl Kernel {
     /// Nothing loaded yet.
     pub fn new(features: Features) -> SharedKernel {
-        Arc::new(Mutex::new(Kernel { features, applied: None, unrestored: None, known_absent: false }))
+        Arc::new(Mutex::new(Kernel {
+            features,
+            applied: None,
+            unrestored: None,
+            known_absent: false,
+            uncertain: false,
+        }))
     }
 
     /// The plan in the kernel (as of the last load).
@@ -84,6 +92,27 @@ impl Kernel {
     /// loaded are set elements, written by netlink (its cost is the change,
     /// not the ruleset); everything else is nft text.
     pub fn load_plan(&mut self, plan: Plan) -> Result<String, ApiError> {
+        let r = self.try_load(plan);
+        if r.is_err() && std::mem::take(&mut self.uncertain) {
+            // nft was killed mid-way: what the kernel holds is unknown, so
+            // the next load replaces the tables whole, and a heal has the
+            // last plan to restore.
+            self.unrestored = self.applied.take().or(self.unrestored.take());
+        }
+        r
+    }
+
+    /// Runs nft, noting when its outcome is unknown (it was killed).
+    fn nft(&mut self, script: &str) -> Result<(), ApiError> {
+        gw_nft::run_nft(script, false).map_err(|e| {
+            if matches!(e, gw_nft::NftError::Killed { .. }) {
+                self.uncertain = true;
+            }
+            kernel_err(&e)
+        })
+    }
+
+    fn try_load(&mut self, plan: Plan) -> Result<String, ApiError> {
         let t0 = std::time::Instant::now();
         let mut foreign = false;
         let old = self.applied.clone();
@@ -107,13 +136,13 @@ impl Kernel {
                 }
                 (None, Some(st)) => {
                     let n = count(&st.elements);
-                    gw_nft::run_nft(&st.before, false).map_err(|e| kernel_err(&e))?;
+                    self.nft(&st.before)?;
                     match gw_nft::netlink::commit_quietly(&st.elements) {
                         Ok(f) => foreign = f,
                         Err(e) => {
                             // Put back exactly what was loaded (without the new,
                             // unused chains) before reporting.
-                            if let Err(e2) = gw_nft::run_nft(&old.render_full(), false) {
+                            if let Err(e2) = self.nft(&old.render_full()) {
                                 error!("restoring the previous rules failed too: {e2}");
                             }
                             return Err(kernel_err(&e));
@@ -131,7 +160,7 @@ impl Kernel {
                     if script.is_empty() {
                         return Ok("the kernel already matches".into());
                     }
-                    gw_nft::run_nft(&script, false).map_err(|e| kernel_err(&e))?;
+                    self.nft(&script)?;
                     format!("one transaction of {} line(s)", script.lines().filter(|l| !l.starts_with('#')).count())
                 }
             },
@@ -144,7 +173,8 @@ impl Kernel {
         tracing::debug!("loaded in {:?}: {message}", t0.elapsed());
         self.applied = Some(Arc::new(plan));
         if foreign {
-            // Their events were not seen: at least make sure our tables are there.
+            // Another process committed while our commit's events were
+            // off: its change was not seen, so replace the tables whole.
             self.heal(Heal::Lost);
         }
         Ok(message)
@@ -156,12 +186,12 @@ impl Kernel {
     /// transaction, which costs a fraction of nft parsing them. When they
     /// are present, one nft transaction replaces them: no instant without
     /// filtering.
-    fn load_full(&self, plan: &Plan) -> Result<(String, bool), ApiError> {
+    fn load_full(&mut self, plan: &Plan) -> Result<(String, bool), ApiError> {
         if self.known_absent || tables_present() == (false, false) {
             let t0 = std::time::Instant::now();
             if let Some(elements) = plan.all_elements() {
                 let t1 = std::time::Instant::now();
-                gw_nft::run_nft(&plan.render_skeleton(), false).map_err(|e| kernel_err(&e))?;
+                self.nft(&plan.render_skeleton())?;
                 let t2 = std::time::Instant::now();
                 let r = gw_nft::netlink::commit_quietly(&elements);
                 tracing::debug!("elements {:?}, skeleton {:?}, netlink {:?}", t1 - t0, t2 - t1, t2.elapsed());
@@ -174,21 +204,17 @@ impl Kernel {
                 }
             }
         }
-        gw_nft::run_nft(&plan.render_full(), false).map_err(|e| kernel_err(&e))?;
+        self.nft(&plan.render_full())?;
         Ok(("tables replaced in one transaction".into(), false))
     }
 
     /// Another process changed guestwall's tables (`Lost`: events were
-    /// lost, so it may have): restore them from the plan in memory. A
-    /// lost-events alarm with both tables present is only logged, since
-    /// re-loading costs O(ruleset).
+    /// lost, so it may have): restore them from the plan in memory. Lost
+    /// events replace the tables too, though that costs O(ruleset): a
+    /// change nobody saw may be anything, and no foreign change may stay.
     pub fn heal(&mut self, why: Heal) {
         if why == Heal::Lost {
-            if tables_present() == (true, true) {
-                warn!("nftables events were lost; guestwall's tables are present, left as they are");
-                return;
-            }
-            warn!("nftables events were lost and guestwall's tables are gone: restoring them");
+            warn!("nftables events were lost or not seen: replacing guestwall's tables to be sure");
         } else {
             warn!("another process changed guestwall's tables: restoring them");
         }

@@ -133,6 +133,14 @@ async fn serve_one(engine: Shared, stream: UnixStream, idle: Duration) -> Result
             .unwrap_or(u32::MAX)
     };
     let (read, mut write) = stream.into_split();
+    if uid != 0 {
+        // Refused before reading: a stranger cannot make the daemon hold a
+        // 64 MiB line.
+        warn!("refused a request from uid {uid}");
+        let r = refusal(ErrorCode::Denied, format!("guestwalld accepts requests only from root (you are uid {uid})"));
+        tokio::time::timeout(idle, write.write_all(&gw_api::encode_response(&r))).await??;
+        return Ok(());
+    }
     // One line, at most MAX_REQUEST_LEN bytes (one more tells it is too
     // long), within IDLE_TIMEOUT.
     let mut line = Vec::new();
@@ -144,10 +152,8 @@ async fn serve_one(engine: Shared, stream: UnixStream, idle: Duration) -> Result
             refusal(ErrorCode::BadRequest, format!("no complete request line within {:?}: connection closed", idle))
         }
         Ok(Err(e)) => return Err(e.into()),
-        Ok(Ok(_)) if uid != 0 => {
-            warn!("refused a request from uid {uid}");
-            refusal(ErrorCode::Denied, format!("guestwalld accepts requests only from root (you are uid {uid})"))
-        }
+        // Connected and closed without asking (a liveness probe).
+        Ok(Ok(0)) => return Ok(()),
         Ok(Ok(_)) => match gw_api::decode_request(&line) {
             Ok(request) => {
                 drop(line);

@@ -191,6 +191,13 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
     if let Some(c) = name.chars().find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control() || *c == '"') {
         return Err(format!("'{name}' is not an interface name: it must not contain {c:?}"));
     }
+    // nftables reads `\*` as an escaped wildcard in a name that ends in
+    // `*`, so such a port could not be matched exactly.
+    if name.ends_with('*') && name.contains('\\') {
+        return Err(format!(
+            "'{name}' cannot be filtered: nftables cannot match a name that ends in '*' and has a '\\'"
+        ));
+    }
     Ok(())
 }
 

@@ -356,10 +356,5 @@ pub fn element_key(c: &Cond) -> Option<Vec<u8>> {
 
 /// An interface name as a set key: `IFNAMSIZ` bytes, zero-padded.
 pub fn ifname_key(name: &str) -> Option<Vec<u8>> {
-    let mut b = name.as_bytes().to_vec();
-    if b.len() >= 16 {
-        return None;
-    }
-    b.resize(16, 0);
-    Some(b)
+    Some(crate::text::ifname_key(name))
 }

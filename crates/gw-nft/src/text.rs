@@ -22,8 +22,9 @@ pub enum TextError {
 /// for it), and control characters are refused because nothing prints them
 /// sanely. A trailing `*` is escaped (`\*`): unescaped, nft reads it as a
 /// wildcard, so a port named `v*` would stand for every port starting with
-/// `v`. nft undoes only that one escape, so a name ending in `\*` is written
-/// `\\*` and reads back as itself.
+/// `v`. When a string ends in an escaped `*`, nft also drops the
+/// backslashes before other `*`s, so a name ending in `*` that has a
+/// backslash cannot be written at all and is refused.
 pub fn ifname(name: &str) -> Result<String, TextError> {
     if name.is_empty() || name.len() > 15 {
         return Err(TextError::Ifname(name.into(), "it must have 1 to 15 bytes"));
@@ -37,6 +38,9 @@ pub fn ifname(name: &str) -> Result<String, TextError> {
                 _ => "it contains a control or white-space character",
             },
         ));
+    }
+    if name.ends_with('*') && name.contains('\\') {
+        return Err(TextError::Ifname(name.into(), "it ends in '*' and has a '\\', which nft cannot write"));
     }
     let mut s = String::with_capacity(name.len() + 3);
     s.push('"');
@@ -52,11 +56,30 @@ pub fn ifname(name: &str) -> Result<String, TextError> {
 }
 
 /// [`ifname`] for names already checked at the boundary
-/// (`gw_model::check_ifname`): a name that still cannot be written becomes a
-/// string that matches no interface (an interface name has at most 15
-/// bytes), so a mistake elsewhere can never widen a rule.
+/// (`gw_model::check_ifname`): a name that still cannot be written becomes
+/// [`placeholder`], which no interface can have, so a mistake elsewhere can
+/// never widen a rule or break a whole load.
 pub fn ifname_checked(name: &str) -> String {
-    ifname(name).unwrap_or_else(|_| "\"guestwall-invalid-name\"".into())
+    ifname(name).unwrap_or_else(|_| format!("\"{}\"", placeholder(name)))
+}
+
+/// What stands for a name nft cannot be given: `gw/` and a hash of the
+/// name (Linux refuses `/` in interface names, so it matches nothing; one
+/// per name, so two such ports never collide).
+pub fn placeholder(name: &str) -> String {
+    let h = name.bytes().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    format!("gw/{h:08x}")
+}
+
+/// The kernel's key for an interface name (its bytes, NUL-padded to 16):
+/// the same name [`ifname_checked`] writes, so text and netlink agree.
+pub fn ifname_key(name: &str) -> Vec<u8> {
+    let mut b = match ifname(name) {
+        Ok(_) => name.as_bytes().to_vec(),
+        Err(_) => placeholder(name).into_bytes(),
+    };
+    b.resize(16, 0);
+    b
 }
 
 /// Text for an nft `comment "..."` or a `#` script comment: printable ASCII
@@ -82,7 +105,8 @@ mod tests {
     fn a_trailing_star_is_never_a_wildcard() {
         assert_eq!(ifname("*").as_deref(), Ok("\"\\*\""));
         assert_eq!(ifname("v*").as_deref(), Ok("\"v\\*\""));
-        assert_eq!(ifname("a\\*").as_deref(), Ok("\"a\\\\*\""));
+        assert!(ifname("a\\*").is_err());
+        assert_eq!(ifname("a\\").as_deref(), Ok("\"a\\\""));
         assert_eq!(ifname("v*x").as_deref(), Ok("\"v*x\""));
         assert_eq!(ifname("x$y;{}#").as_deref(), Ok("\"x$y;{}#\""));
     }
@@ -91,7 +115,8 @@ mod tests {
     fn names_nft_cannot_quote_are_refused() {
         for bad in ["", "a\"b", "a\nb", "a b", "a/b", "0123456789abcdef", "a\u{7f}"] {
             assert!(ifname(bad).is_err(), "{bad:?}");
-            assert_eq!(ifname_checked(bad), "\"guestwall-invalid-name\"");
+            assert!(ifname_checked(bad).starts_with("\"gw/"), "{bad:?}");
+            assert_eq!(&ifname_key(bad)[..3], b"gw/");
         }
     }
 
