@@ -342,6 +342,31 @@ fn huge_expansions_are_refused_and_healing_never_waits() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("at most 16384"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10), "refusing took {:?}", started.elapsed());
+    // A long request (a batch of 4,000 bindings: parsing, compiling and
+    // creating 4,000 files) does not delay healing: a flush made while it
+    // runs is healed before it answers.
+    let files: Vec<String> = (0..4000)
+        .map(|i| t.filter_file(&format!("long{i}.xml"), &binding_doc(&format!("l{i}"), "52:54:00:00:03:01", "192.0.2.3")))
+        .collect();
+    let sock = dir.join("sock");
+    let req = std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut c = std::process::Command::new(GW);
+        c.arg("--socket").arg(sock).args(["binding", "create"]).args(&files);
+        let o = c.output().expect("run");
+        (o, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(150));
+    let flushed = Instant::now();
+    let _ = t.exec(&host, &["nft", "flush", "ruleset"]);
+    wait_for(|| t.ruleset().contains("\"v1\" : goto"), "healing during a long request");
+    let healed = flushed.elapsed();
+    let (o, took) = req.join().expect("request thread");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        healed + Duration::from_millis(150) < took,
+        "healing took {healed:?}, the request {took:?}: healing waited for it (or the request was too short to tell)"
+    );
     // An entity expanded 10,000 times: refused, quickly.
     let ent = format!(
         "<!DOCTYPE filter [<!ENTITY e '{}'>]><filter name='ent'>{}</filter>",
