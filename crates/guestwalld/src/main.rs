@@ -226,14 +226,19 @@ async fn on_each_wake(notify: Arc<Notify>, engine: Shared, job: fn(&mut Engine))
 
 /// Lets the daemon hold as many descriptors as the hard limit allows: each
 /// client, netlink socket and nft pipe is one.
-fn raise_fd_limit() {
+/// Returns the (new) soft limit.
+fn raise_fd_limit() -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        if soft < hard {
-            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-        }
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_ok() => hard,
+        Ok((soft, _)) => soft,
+        Err(_) => 1024,
     }
 }
+
+/// Descriptors kept free of clients: healing and requests need some for
+/// nft's pipes, netlink sockets and the store.
+const FD_RESERVE: u64 = 32;
 
 /// Loads nf_conntrack_bridge when the kernel has it as a module, so that
 /// the probe finds bridge-family conntrack: state then comes from the
@@ -264,12 +269,12 @@ fn main() -> Result<()> {
         bail!("guestwalld must run as root");
     }
     let _lock = gw_store::StateLock::take(&args.state_dir)?;
-    raise_fd_limit();
+    let fds = raise_fd_limit();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(run(args, process_started))
+    rt.block_on(run(args, process_started, fds))
 }
 
-async fn run(args: Args, process_started: std::time::Instant) -> Result<()> {
+async fn run(args: Args, process_started: std::time::Instant, fds: u64) -> Result<()> {
     load_bridge_conntrack();
     let features = gw_nft::Features {
         counters: args.counters,
@@ -338,7 +343,12 @@ async fn run(args: Args, process_started: std::time::Instant) -> Result<()> {
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     info!("listening on {}", args.socket.display());
-    let slots = Arc::new(tokio::sync::Semaphore::new(args.max_connections.max(1)));
+    // Clients never take the descriptors healing needs.
+    let room = usize::try_from(fds.saturating_sub(FD_RESERVE)).unwrap_or(usize::MAX).max(1);
+    if room < args.max_connections {
+        warn!("serving at most {room} connections at once: the descriptor limit is {fds}");
+    }
+    let slots = Arc::new(tokio::sync::Semaphore::new(args.max_connections.min(room).max(1)));
     let idle = Duration::try_from_secs_f64(args.idle_timeout).unwrap_or(IDLE_TIMEOUT);
     let mut last_accept_warning: Option<std::time::Instant> = None;
     loop {
