@@ -272,7 +272,7 @@ fn a_batch_refused_for_lack_of_space_never_comes_back() {
     let var = dir.join("var");
     std::fs::create_dir_all(&var).expect("var");
     let o = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=256k", "gw-enospc"])
+        .args(["-t", "tmpfs", "-o", "size=512k", "gw-enospc"])
         .arg(&var)
         .output()
         .expect("mount");
@@ -349,7 +349,9 @@ fn huge_expansions_are_refused_and_healing_never_waits() {
     // creating 4,000 files) does not delay healing: a flush made while it
     // runs is healed before it answers.
     let files: Vec<String> = (0..4000)
-        .map(|i| t.filter_file(&format!("long{i}.xml"), &binding_doc(&format!("l{i}"), "52:54:00:00:03:01", "192.0.2.3")))
+        .map(|i| {
+            t.filter_file(&format!("long{i}.xml"), &binding_doc(&format!("l{i}"), "52:54:00:00:03:01", "192.0.2.3"))
+        })
         .collect();
     let sock = dir.join("sock");
     let req = std::thread::spawn(move || {

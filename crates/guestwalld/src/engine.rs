@@ -100,7 +100,17 @@ fn compile_all(lib: &Library, items: &[(&Binding, bool)]) -> Vec<Result<PortInpu
     std::thread::scope(|s| {
         let parts: Vec<_> =
             items.chunks(chunk).map(|c| s.spawn(move || c.iter().map(one).collect::<Vec<_>>())).collect();
-        parts.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        // A chunk whose worker panicked gives one error per binding, so the
+        // results stay paired with their bindings.
+        parts
+            .into_iter()
+            .zip(items.chunks(chunk))
+            .flat_map(|(h, c)| {
+                h.join().unwrap_or_else(|_| {
+                    c.iter().map(|(b, _)| Err(gw_ir::BindError::Internal { port: b.portdev.clone() })).collect()
+                })
+            })
+            .collect()
     })
 }
 

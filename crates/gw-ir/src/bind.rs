@@ -35,6 +35,13 @@ pub enum BindError {
         #[source]
         source: Box<LowerError>,
     },
+    /// Compiling it panicked: a defect of guestwall, reported, never
+    /// paired with another binding.
+    #[error("port {port}: compiling this binding failed inside guestwall (a bug; please report it)")]
+    Internal {
+        /// The port.
+        port: String,
+    },
 }
 
 /// A binding's programs.
