@@ -11,84 +11,30 @@
 
 use gw_testns::TestHost;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const GW: &str = env!("CARGO_BIN_EXE_guestwall");
+mod common;
+use common::{wait_for, Daemon};
 
 /// The tests move the system's pid cursor: one at a time.
 static PIDS: Mutex<()> = Mutex::new(());
 
-fn daemon_bin() -> String {
-    // guestwalld is built next to guestwall (scripts/test builds the workspace).
-    let p = Path::new(GW).with_file_name("guestwalld");
-    assert!(p.exists(), "{} is missing: build the workspace (cargo build --release)", p.display());
-    p.display().to_string()
+/// How often the daemon healed so far.
+trait Heals {
+    fn heals(&self) -> usize;
 }
 
-struct Daemon {
-    dir: PathBuf,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(t: &mut TestHost, dir: &Path) -> Daemon {
-        std::fs::create_dir_all(dir).expect("daemon dir");
-        let sock = dir.join("sock");
-        let log = dir.join("daemon.log");
-        let args = [
-            daemon_bin(),
-            "--socket".into(),
-            sock.display().to_string(),
-            "--config-dir".into(),
-            dir.join("etc").display().to_string(),
-            "--state-dir".into(),
-            dir.join("var").display().to_string(),
-        ];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let host = t.host.clone();
-        t.spawn(&host, &args, &log);
-        let d = Daemon { dir: dir.to_path_buf(), log };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if d.gw(&["status"]).status.success() {
-                return d;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("guestwalld did not come up; log in {}", dir.display());
-    }
-
-    fn gw(&self, args: &[&str]) -> Output {
-        Command::new(GW).arg("--socket").arg(self.dir.join("sock")).args(args).output().expect("run guestwall")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.gw(args);
-        assert!(o.status.success(), "guestwall {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
+impl Heals for Daemon {
     fn heals(&self) -> usize {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .matches("another process changed guestwall's tables")
             .count()
     }
-}
-
-fn wait_for(mut cond: impl FnMut() -> bool, what: &str) {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(5) {
-        if cond() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("{what} did not happen within 5 s");
 }
 
 /// A ruleset generation as `nft monitor` reports it.

@@ -385,14 +385,8 @@ fn huge_expansions_are_refused_and_healing_never_waits() {
     assert!(d.alive());
 }
 
-/// Finding 9: a foreign bridge chain that set a conntrack state bit let
-/// unsolicited traffic into a guest that accepts only replies.
-#[test]
-fn state_bits_set_by_another_writer_let_nothing_in() {
-    let mut t = TestHost::new(1);
-    let host = t.host.clone();
-    let dir = t.dir.join("gw");
-    let d = Daemon::start(&mut t, &dir);
+/// Binds guest 1 to a filter that lets in only replies to its own traffic.
+fn bind_replies_only(t: &TestHost, d: &Daemon) {
     let filter = "<filter name='replies-only'>
   <rule action='accept' direction='out'><all state='NEW,ESTABLISHED,RELATED'/></rule>
   <rule action='accept' direction='in'><all state='ESTABLISHED,RELATED'/></rule>
@@ -403,6 +397,17 @@ fn state_bits_set_by_another_writer_let_nothing_in() {
     d.ok(&["filter", "define", &f]);
     let b = t.binding(1, "replies-only", &[]);
     d.ok(&["binding", "create", &b.display().to_string()]);
+}
+
+/// Finding 9: a foreign bridge chain that set a conntrack state bit let
+/// unsolicited traffic into a guest that accepts only replies.
+#[test]
+fn state_bits_set_by_another_writer_let_nothing_in() {
+    let mut t = TestHost::new(1);
+    let host = t.host.clone();
+    let dir = t.dir.join("gw");
+    let d = Daemon::start(&mut t, &dir);
+    bind_replies_only(&t, &d);
     let g = t.guest(1).clone();
     let peer = t.peer.clone();
     assert!(t.ping(&g.ns, &peer.ip), "the guest's own ping gets no reply:\n{}", t.ruleset());
@@ -424,16 +429,7 @@ fn the_conntrack_mark_bits_can_be_moved() {
     let mut t = TestHost::new(1);
     let dir = t.dir.join("gw");
     let d = Daemon::start_with(&mut t, &dir, &[], &["--ct-mark-mask", "0x0000f800"]);
-    let filter = "<filter name='replies-only'>
-  <rule action='accept' direction='out'><all state='NEW,ESTABLISHED,RELATED'/></rule>
-  <rule action='accept' direction='in'><all state='ESTABLISHED,RELATED'/></rule>
-  <rule action='accept' direction='inout'><arp/></rule>
-  <rule action='drop' direction='inout'><all/></rule>
-</filter>";
-    let f = t.filter_file("ro.xml", filter);
-    d.ok(&["filter", "define", &f]);
-    let b = t.binding(1, "replies-only", &[]);
-    d.ok(&["binding", "create", &b.display().to_string()]);
+    bind_replies_only(&t, &d);
     let g = t.guest(1).clone();
     let peer = t.peer.clone();
     let rules = t.ruleset();

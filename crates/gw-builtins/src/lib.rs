@@ -125,23 +125,11 @@ impl Library {
     /// The built-ins overlaid by the `*.xml` files of `dir` (read as libvirt
     /// reads them; their quirks are kept in [`Library::quirks`]).
     pub fn with_dir(dir: &Path) -> Result<Library, LoadError> {
-        let mut lib = Library::builtins()?;
-        let io = |source| LoadError::Io { path: dir.to_path_buf(), source };
-        let mut paths: Vec<PathBuf> =
-            std::fs::read_dir(dir).map_err(io)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>().map_err(io)?;
-        paths.retain(|p| p.extension().is_some_and(|e| e == "xml"));
-        paths.sort();
-        for path in paths {
-            let text = std::fs::read_to_string(&path).map_err(|source| LoadError::Io { path: path.clone(), source })?;
-            let parsed = read_filter(&text).map_err(|source| LoadError::Parse { path: path.clone(), source })?;
-            let name = parsed.value.name.clone();
-            if let Some((_, Origin::File(first))) = lib.filters.get(&name) {
-                return Err(LoadError::Duplicate { name, first: first.clone(), second: path });
-            }
-            lib.quirks.extend(parsed.quirks.into_iter().map(|q| (path.clone(), q)));
-            lib.filters.insert(name, (parsed.value, Origin::File(path)));
+        let (lib, mut problems) = Library::with_dir_lenient(dir)?;
+        match problems.is_empty() {
+            true => Ok(lib),
+            false => Err(problems.remove(0)),
         }
-        Ok(lib)
     }
 
     /// [`Library::with_dir`] for a daemon that must start whatever the
