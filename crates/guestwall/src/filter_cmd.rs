@@ -1,13 +1,12 @@
 //! `guestwall filter ...`: validate, normalize, resolve and list filters.
 
-use crate::Outcome;
+use crate::{error_text, print, print_json, Outcome};
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use gw_builtins::{Library, Origin};
 use gw_model::Filter;
 use gw_resolve::{params_from_pairs, resolve, Resolved, ResolvedRule, RootEntry};
 use gw_xml::{match_elements, read_filter, write_filter, Diagnostic, Parsed};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
@@ -157,7 +156,7 @@ fn read_file(path: &Path) -> Result<Option<Parsed<Filter>>> {
 
 fn load_library(dir: Option<&Path>) -> Result<Library> {
     Ok(match dir {
-        Some(d) => Library::with_dir(d)?,
+        Some(d) => Library::with_dir(d).context("cannot load the filters of --filter-dir")?,
         None => Library::builtins()?,
     })
 }
@@ -187,7 +186,7 @@ fn validate(files: &[PathBuf], libvirt_quirks: bool, dir: Option<&Path>) -> Resu
     // and the references must not loop.
     for (f, filter) in &read {
         if let Err(e) = gw_resolve::check_references(&lib, filter) {
-            eprintln!("{}: filter {}: {e}", f.display(), filter.name);
+            eprintln!("{}: filter {}: {}", f.display(), filter.name, error_text(&e));
             ok = false;
         }
     }
@@ -201,7 +200,7 @@ fn normalize(file: &Path) -> Result<Outcome> {
     for q in &p.quirks {
         print_diag(file, q, "warning: ");
     }
-    std::io::stdout().write_all(write_filter(&p.value).as_bytes())?;
+    print(write_filter(&p.value).as_bytes())?;
     Ok(Outcome::Ok)
 }
 
@@ -230,16 +229,14 @@ fn resolve_cmd(name: &str, pairs: &[String], dir: Option<&Path>, json: bool) -> 
     let resolved = match resolve(&lib, &filter, &params) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("guestwall: {e}");
+            eprintln!("guestwall: {}", error_text(&e));
             return Ok(Outcome::Invalid);
         }
     };
-    let mut out = std::io::stdout().lock();
     if json {
-        serde_json::to_writer_pretty(&mut out, &resolved)?;
-        writeln!(out)?;
+        print_json(&resolved)?;
     } else {
-        out.write_all(render(&resolved).as_bytes())?;
+        print(render(&resolved).as_bytes())?;
     }
     Ok(Outcome::Ok)
 }
@@ -310,9 +307,10 @@ fn description(xml: &str) -> String {
         .unwrap_or_default()
 }
 
+/// `filter builtins`: a table, or with `--json` `{"filters":[...]}` (the
+/// shape of `filter list --json`; see [`crate::print_json`]).
 fn builtins(json: bool) -> Result<Outcome> {
     let lib = Library::builtins()?;
-    let mut out = std::io::stdout().lock();
     let rows: Vec<serde_json::Value> = gw_builtins::BUILTINS
         .iter()
         .filter_map(|(name, xml)| {
@@ -327,18 +325,17 @@ fn builtins(json: bool) -> Result<Outcome> {
         })
         .collect();
     if json {
-        serde_json::to_writer_pretty(&mut out, &rows)?;
-        writeln!(out)?;
-    } else {
-        for r in &rows {
-            writeln!(
-                out,
-                "{:<24} {:<6} {}",
-                r["name"].as_str().unwrap_or(""),
-                r["chain"].as_str().unwrap_or(""),
-                r["description"].as_str().unwrap_or("")
-            )?;
-        }
+        return print_json(&serde_json::json!({ "filters": rows })).map(|()| Outcome::Ok);
     }
+    let mut out = String::new();
+    for r in &rows {
+        out.push_str(&format!(
+            "{:<24} {:<6} {}\n",
+            r["name"].as_str().unwrap_or(""),
+            r["chain"].as_str().unwrap_or(""),
+            r["description"].as_str().unwrap_or("")
+        ));
+    }
+    print(out.as_bytes())?;
     Ok(Outcome::Ok)
 }

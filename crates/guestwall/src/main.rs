@@ -29,8 +29,9 @@ enum Command {
     /// Print the complete nftables script for these bindings (nft -f - loads it).
     Compile(engine_cmd::EngineArgs),
     /// Load the ruleset for these bindings in one transaction, replacing
-    /// guestwall's tables atomically.
-    Apply(engine_cmd::EngineArgs),
+    /// guestwall's tables atomically (refused while guestwalld runs, unless
+    /// --force).
+    Apply(engine_cmd::ApplyArgs),
     /// Bindings kept by guestwalld.
     #[command(subcommand)]
     Binding(daemon_cmd::BindingCmd),
@@ -48,6 +49,65 @@ pub enum Outcome {
     Invalid,
 }
 
+/// Standard output was closed by its reader (`guestwall ... | head`): not a
+/// failure, and nothing more to say.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output was closed")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Writes `bytes` to standard output and flushes it. Every command prints
+/// through this (or [`print_json`]), so that a reader that closed the pipe
+/// early is told apart from a real failure: a broken pipe becomes
+/// [`StdoutClosed`], which `main` ends on quietly with status 0.
+pub fn print(bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes).and_then(|()| out.flush()).map_err(|e| match e.kind() {
+        std::io::ErrorKind::BrokenPipe => anyhow::Error::new(StdoutClosed),
+        _ => anyhow::Error::new(e).context("cannot write to standard output"),
+    })
+}
+
+/// Prints `value` as pretty JSON and a newline (see [`print`]).
+///
+/// Every `--json` output is one JSON object whose keys name what it holds
+/// (`{"bindings":[...]}`, `{"filters":[...]}`, `{"xml":"..."}`, ...; a
+/// refusal is `{"error":{"code":...,"messages":[...]}}`), never wrapped in
+/// another object.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    print(text.as_bytes())
+}
+
+/// An error and its causes on one line, each said once: a cause is left
+/// out when the text before it already contains it (thiserror messages
+/// such as `"{path}: {source}"` both show their source and chain it, and
+/// anyhow's contexts chain what they wrap).
+fn chain_text<'a>(mut chain: impl Iterator<Item = &'a (dyn std::error::Error + 'static)>) -> String {
+    let mut text = chain.next().map(ToString::to_string).unwrap_or_default();
+    for cause in chain {
+        let c = cause.to_string();
+        if !c.is_empty() && !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
+}
+
+/// [`chain_text`] for an error value: what commands print for a failure.
+pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
+    chain_text(std::iter::successors(Some(e), |e| e.source()))
+}
+
 fn try_main() -> anyhow::Result<Outcome> {
     let cli = Cli::parse();
     match cli.command {
@@ -56,7 +116,7 @@ fn try_main() -> anyhow::Result<Outcome> {
         Command::Reload => daemon_cmd::send(&cli.socket, gw_api::Request::Reload, false),
         Command::Status => daemon_cmd::send(&cli.socket, gw_api::Request::Status, false),
         Command::Compile(args) => engine_cmd::compile(args),
-        Command::Apply(args) => engine_cmd::apply(args),
+        Command::Apply(args) => engine_cmd::apply(args, &cli.socket),
     }
 }
 
@@ -64,16 +124,60 @@ fn main() -> ExitCode {
     match try_main() {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Invalid) => ExitCode::from(1),
+        Err(err) if err.chain().any(|c| c.is::<StdoutClosed>()) => ExitCode::SUCCESS,
         Err(err) => {
-            // A closed pipe (guestwall ... | head) is not a failure.
-            if err
-                .chain()
-                .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
-            {
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("guestwall: error: {err:#}");
+            eprintln!("guestwall: error: {}", chain_text(err.chain()));
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context as _;
+
+    /// What `#[error("{path}: {source}")]` with `#[source]` derives.
+    #[derive(Debug)]
+    struct ShowsAndChains {
+        path: String,
+        source: std::io::Error,
+    }
+
+    impl std::fmt::Display for ShowsAndChains {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}: {}", self.path, self.source)
+        }
+    }
+
+    impl std::error::Error for ShowsAndChains {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.source)
+        }
+    }
+
+    fn not_found() -> std::io::Error {
+        std::io::Error::from(std::io::ErrorKind::NotFound)
+    }
+
+    #[test]
+    fn error_text_says_each_cause_once() {
+        let cause = not_found().to_string();
+        // a thiserror message that formats its source and chains it
+        let e = ShowsAndChains { path: "/nonexistent".into(), source: not_found() };
+        assert_eq!(error_text(&e), format!("/nonexistent: {cause}"));
+        // the same under an anyhow context
+        let a = anyhow::Error::new(e).context("--filter-dir");
+        assert_eq!(chain_text(a.chain()), format!("--filter-dir: /nonexistent: {cause}"));
+        // a context over a plain error still shows the cause
+        let r: Result<(), std::io::Error> = Err(not_found());
+        let a = r.context("cannot read b.xml").unwrap_err();
+        assert_eq!(chain_text(a.chain()), format!("cannot read b.xml: {cause}"));
+    }
+
+    #[test]
+    fn stdout_closed_is_found_through_contexts() {
+        let e = anyhow::Error::new(StdoutClosed).context("printing");
+        assert!(e.chain().any(|c| c.is::<StdoutClosed>()));
     }
 }

@@ -337,7 +337,7 @@ fn batch_journal_settles_recovers_and_never_resurrects() {
     let d2 = Daemon::start(&mut t, &dir);
     let list: serde_json::Value = serde_json::from_str(&d2.ok(&["binding", "list", "--json"])).expect("json list");
     let ports: std::collections::BTreeSet<String> = list
-        .pointer("/bindings/bindings")
+        .pointer("/bindings")
         .and_then(|b| b.as_array())
         .unwrap_or_else(|| panic!("a list of bindings: {list}"))
         .iter()

@@ -7,9 +7,9 @@ use gw_api::{ApiError, BindingInfo, ErrorCode, FilterInfo, Request, Response};
 use gw_builtins::{Library, Origin};
 use gw_model::{Binding, Filter};
 use gw_nft::{Features, Plan, PortInput};
-use gw_store::{remove_durable, write_atomic};
+use gw_store::{Store, StoreError};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use tracing::{error, info, warn};
 
@@ -19,10 +19,14 @@ fn err(code: ErrorCode, msg: impl Into<String>) -> ApiError {
     ApiError { code, messages: vec![msg.into()] }
 }
 
+fn storage(e: StoreError) -> ApiError {
+    err(ErrorCode::Storage, e.to_string())
+}
+
 /// The daemon's state.
 pub struct Engine {
-    config_dir: PathBuf,
-    state_dir: PathBuf,
+    /// Filters and bindings on disk (and the state directory's lock).
+    store: Store,
     lib: Library,
     bindings: BTreeMap<String, Binding>,
     /// Ports whose binding file could not be read, and why: they are
@@ -39,11 +43,6 @@ pub struct Engine {
     /// them costs about 100 ms, too much to repeat for every request.
     links: crate::links::Links,
 }
-
-/// Batches of at least this many bindings are stored through a journal
-/// (`gw_store::write_journaled`): one fsync instead of a `syncfs` of
-/// thousands of new files.
-const JOURNAL_FROM: usize = 64;
 
 fn yes(b: bool) -> &'static str {
     if b {
@@ -131,43 +130,39 @@ fn parse_binding(doc: &str) -> Result<(Binding, Vec<String>), ApiError> {
 
 impl Engine {
     /// Loads the stored filters and bindings (nothing is applied yet).
-    pub fn load(config_dir: &Path, state_dir: &Path, kernel: SharedKernel) -> anyhow::Result<Engine> {
+    pub fn load(store: Store, kernel: SharedKernel) -> anyhow::Result<Engine> {
         let features = kernel::lock(&kernel).features();
-        std::fs::create_dir_all(config_dir)?;
-        std::fs::create_dir_all(state_dir.join("bindings"))?;
         // Nothing a file holds may stop start-up: a bad file is reported by
         // name and left out, and a port whose binding cannot be read or
         // compiled is blocked, never left unfiltered.
-        let (lib, problems) = Library::with_dir_lenient(config_dir)?;
+        let (lib, problems) = Library::with_dir_lenient(store.config_dir())?;
         for p in problems {
             match &p {
-                gw_builtins::LoadError::Duplicate { second, .. } => {
-                    match gw_store::quarantine(second, &p.to_string()) {
-                        Ok(to) => error!("{p}: {} moved to {}", second.display(), to.display()),
-                        Err(e) => error!("{p}; {} is left out (moving it aside failed: {e})", second.display()),
-                    }
-                }
+                gw_builtins::LoadError::Duplicate { second, .. } => match store.quarantine(second, &p.to_string()) {
+                    Ok(to) => error!("{p}: {} moved to {}", second.display(), to.display()),
+                    Err(e) => error!("{p}; {} is left out (moving it aside failed: {e})", second.display()),
+                },
                 _ => error!("{p}; this filter is left out, and ports bound to it are blocked"),
             }
         }
-        let dir = state_dir.join("bindings");
-        for d in [&dir, &config_dir.to_path_buf()] {
-            match gw_store::clean_temp(d) {
-                Ok(removed) if !removed.is_empty() => {
-                    info!("removed {} stale temporary file(s) in {}", removed.len(), d.display())
-                }
-                Ok(_) => {}
-                Err(e) => warn!("cleaning temporary files in {}: {e}", d.display()),
-            }
+        let loaded = store.load()?;
+        let mut stale: BTreeMap<&Path, usize> = BTreeMap::new();
+        for p in &loaded.removed_temps {
+            *stale.entry(p.parent().unwrap_or(Path::new("."))).or_default() += 1;
         }
-        let recovery = gw_store::recover_all(&dir)?;
-        if recovery.written > 0 {
+        for (d, n) in stale {
+            info!("removed {n} stale temporary file(s) in {}", d.display());
+        }
+        for e in &loaded.temp_errors {
+            warn!("cleaning temporary files: {e}");
+        }
+        if loaded.recovered > 0 {
             warn!(
                 "{} binding file(s) written again from a batch journal (the daemon stopped before they were durable)",
-                recovery.written
+                loaded.recovered
             );
         }
-        for bad in &recovery.bad {
+        for bad in &loaded.bad_journals {
             error!("{}: {}; not applied, moved to {}", bad.journal.display(), bad.reason, bad.moved_to.display());
         }
         for (path, q) in lib.quirks() {
@@ -175,9 +170,8 @@ impl Engine {
         }
         let mut bindings = BTreeMap::new();
         let mut blocked = BTreeMap::new();
-        for entry in gw_store::read_all(&dir, "xml", gw_store::MAX_FILE_LEN)? {
+        for (port, entry) in loaded.bindings {
             let path = entry.path().to_path_buf();
-            let port = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
             let problem = match entry {
                 gw_store::Entry::Bad { reason, .. } => reason,
                 gw_store::Entry::Ok { text, .. } => match parse_binding(&text) {
@@ -205,8 +199,7 @@ impl Engine {
             bindings.len()
         );
         Ok(Engine {
-            config_dir: config_dir.to_path_buf(),
-            state_dir: state_dir.to_path_buf(),
+            store,
             lib,
             bindings,
             blocked,
@@ -215,14 +208,6 @@ impl Engine {
             links: crate::links::Links::new(),
             compiled: Default::default(),
         })
-    }
-
-    fn binding_path(&self, port: &str) -> PathBuf {
-        self.state_dir.join("bindings").join(format!("{port}.xml"))
-    }
-
-    fn filter_path(&self, name: &str) -> PathBuf {
-        self.config_dir.join(format!("{name}.xml"))
     }
 
     /// The plan for these filters and bindings: ports that exist now.
@@ -540,12 +525,13 @@ impl Engine {
         let name = filter.name.clone();
         // A filter read from a file of another name is redefined in that
         // file: a second file defining it would make two definitions.
-        let path = match self.lib.get(&name) {
-            Some((_, Origin::File(p))) => p.clone(),
-            _ => self.filter_path(&name),
+        let origin = match self.lib.get(&name) {
+            Some((_, Origin::File(p))) => Some(p.clone()),
+            _ => None,
         };
+        let path = self.store.filter_file(&name, origin.as_deref()).map_err(storage)?;
         let mut lib = self.lib.clone();
-        lib.insert(filter.clone(), Origin::File(path.clone()));
+        lib.insert(filter.clone(), Origin::File(path));
         if let Err(
             e @ (gw_resolve::ResolveError::Cycle { .. }
             | gw_resolve::ResolveError::TooDeep { .. }
@@ -562,11 +548,13 @@ impl Engine {
             .filter(|b| self.reaches(&b.filterref.filter, &name))
             .map(|b| b.portdev.clone())
             .collect();
-        let old_text = std::fs::read(&path).ok();
-        write_atomic(&path, gw_xml::write_filter(&filter).as_bytes())
-            .map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
+        let written = self
+            .store
+            .put_filter(&name, gw_xml::write_filter(&filter).as_bytes(), origin.as_deref())
+            .map_err(storage)?;
         match self.load_plan(plan) {
             Ok(m) => {
+                written.keep();
                 self.lib = lib;
                 let mut cache = self.compiled.borrow_mut();
                 for port in &affected {
@@ -583,23 +571,22 @@ impl Engine {
                 })
             }
             Err(e) => {
-                let _ = match old_text {
-                    Some(t) => write_atomic(&path, &t),
-                    None => remove_durable(&path),
-                };
+                if let Err(u) = written.undo() {
+                    error!("putting back filter {name}'s file after the kernel refused it failed: {u}");
+                }
                 Err(e)
             }
         }
     }
 
     fn undefine(&mut self, name: &str) -> Result<Response, ApiError> {
-        match self.lib.get(name) {
+        let origin = match self.lib.get(name) {
             None => return Err(err(ErrorCode::NotFound, format!("no filter named '{name}'"))),
             Some((_, Origin::Builtin)) => {
                 return Err(err(ErrorCode::InUse, format!("'{name}' is a built-in filter and cannot be undefined")))
             }
-            Some(_) => {}
-        }
+            Some((_, Origin::File(p))) => p.clone(),
+        };
         let users = self.users(name);
         if !users.is_empty() {
             return Err(ApiError {
@@ -607,9 +594,8 @@ impl Engine {
                 messages: vec![format!("filter '{name}' is in use by: {}", users.join(", "))],
             });
         }
-        let path = self.filter_path(name);
-        remove_durable(&path).map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
-        self.lib = Library::with_dir(&self.config_dir).map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
+        self.store.remove_filter(name, Some(&origin)).map_err(storage)?;
+        self.lib = Library::with_dir(self.store.config_dir()).map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
         self.compiled.borrow_mut().clear();
         info!("filter {name} undefined");
         Ok(Response::Ok { message: format!("filter {name} undefined"), warnings: Vec::new() })
@@ -666,30 +652,13 @@ impl Engine {
         }
         added.extend(parsed);
         let plan = self.desired(&self.lib, &bindings, true)?;
-        let files: Vec<(PathBuf, Vec<u8>)> =
-            added.iter().map(|b| (self.binding_path(&b.portdev), gw_xml::write_binding(b).into_bytes())).collect();
-        let written: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
+        let files: Vec<(&str, String)> = added.iter().map(|b| (b.portdev.as_str(), gw_xml::write_binding(b))).collect();
         let t0 = std::time::Instant::now();
-        let dir = self.state_dir.join("bindings");
-        // Large batches: one journal file made durable, the files later.
-        let mut journal = None;
-        let stored = if files.len() >= JOURNAL_FROM {
-            gw_store::write_journaled(&dir, &files).map(|j| journal = Some(j))
-        } else {
-            gw_store::write_many(&files)
-        };
-        tracing::debug!("{} binding file(s) made durable in {:?}", files.len(), t0.elapsed());
-        // A failed store has undone itself (nothing of the batch is left,
+        // Large batches: one journal file made durable, the files later. A
+        // failed store has undone itself (nothing of the batch is left,
         // journal included, so nothing comes back after a restart).
-        if let Err(e) = stored {
-            return Err(err(ErrorCode::Storage, e.to_string()));
-        }
-        // The files first, the journal last: recovery must not bring them back.
-        let undo = |journal: &Option<PathBuf>| {
-            if let Err(e) = gw_store::remove_batch(&written, journal.as_deref()) {
-                error!("removing the files of a refused batch failed: {e}");
-            }
-        };
+        let batch = self.store.put_bindings(&files).map_err(storage)?;
+        tracing::debug!("{} binding file(s) made durable in {:?}", batch.len(), t0.elapsed());
         match self.load_plan(plan) {
             Ok(m) => {
                 self.bindings = bindings;
@@ -706,20 +675,17 @@ impl Engine {
                     info!("{} bindings created: {m}", added.len());
                     format!("{} bindings created ({m})", added.len())
                 };
-                if let Some(j) = journal {
-                    // Durable already (the journal); the files follow.
-                    std::thread::spawn(move || {
-                        if let Err(e) = gw_store::settle(&dir, Some(&j)) {
-                            warn!(
-                                "making a batch's binding files durable failed ({e}); its journal stays for recovery"
-                            );
-                        }
-                    });
-                }
+                // Durable already (each file, or the journal); a journal's files follow.
+                let _ = batch.settle(|e| {
+                    warn!("making a batch's binding files durable failed ({e}); its journal stays for recovery")
+                });
                 Ok(Response::Ok { message, warnings })
             }
             Err(e) => {
-                undo(&journal);
+                // The files first, the journal last: recovery must not bring them back.
+                if let Err(u) = batch.undo() {
+                    error!("removing the files of a refused batch failed: {u}");
+                }
                 Err(e)
             }
         }
@@ -728,9 +694,8 @@ impl Engine {
     fn unbind(&mut self, port: &str) -> Result<Response, ApiError> {
         if let Some(why) = self.blocked.remove(port) {
             // A blocked port's bad file goes with it.
-            let path = self.binding_path(port);
             let r = self.desired(&self.lib, &self.bindings, false).and_then(|plan| {
-                remove_durable(&path).map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
+                self.store.remove_binding(port).map_err(storage)?;
                 self.load_plan(plan)
             });
             return match r {
@@ -753,10 +718,8 @@ impl Engine {
         let mut bindings = self.bindings.clone();
         bindings.remove(port);
         let plan = self.desired(&self.lib, &bindings, false)?;
-        let path = self.binding_path(port);
-        // A journal naming this binding must not outlive its file.
-        gw_store::settle(&self.state_dir.join("bindings"), None).map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
-        remove_durable(&path).map_err(|e| err(ErrorCode::Storage, e.to_string()))?;
+        // Settles the journals first: one naming this binding must not outlive its file.
+        self.store.remove_binding(port).map_err(storage)?;
         match self.load_plan(plan) {
             Ok(m) => {
                 self.bindings = bindings;
@@ -764,7 +727,9 @@ impl Engine {
                 Ok(Response::Ok { message: format!("binding for {port} deleted"), warnings: Vec::new() })
             }
             Err(e) => {
-                let _ = write_atomic(&path, gw_xml::write_binding(&b).as_bytes());
+                if let Err(u) = self.store.put_binding(port, gw_xml::write_binding(&b).as_bytes()) {
+                    error!("putting back the binding of {port} after the kernel refused its removal failed: {u}");
+                }
                 Err(e)
             }
         }

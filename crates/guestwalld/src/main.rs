@@ -268,13 +268,14 @@ fn main() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("guestwalld must run as root");
     }
-    let _lock = gw_store::StateLock::take(&args.state_dir)?;
+    // The state directory's lock first, before anything touches the kernel.
+    let store = gw_store::Store::open(&args.config_dir, &args.state_dir)?;
     let fds = raise_fd_limit();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(run(args, process_started, fds))
+    rt.block_on(run(args, store, process_started, fds))
 }
 
-async fn run(args: Args, process_started: std::time::Instant, fds: u64) -> Result<()> {
+async fn run(args: Args, store: gw_store::Store, process_started: std::time::Instant, fds: u64) -> Result<()> {
     load_bridge_conntrack();
     let features = gw_nft::Features {
         counters: args.counters,
@@ -294,7 +295,7 @@ async fn run(args: Args, process_started: std::time::Instant, fds: u64) -> Resul
     let flags = Arc::new(HealFlags::default());
     watch_nft(nft.clone(), flags.clone())?;
     let kernel = kernel::Kernel::new(features);
-    let engine: Shared = Arc::new(Mutex::new(Engine::load(&args.config_dir, &args.state_dir, kernel.clone())?));
+    let engine: Shared = Arc::new(Mutex::new(Engine::load(store, kernel.clone())?));
     // On a worker thread like every request, so that the allocator gives
     // the start-up's garbage back the same way.
     let e = engine.clone();

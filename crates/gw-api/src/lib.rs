@@ -257,15 +257,30 @@ fn one_line(text: &str) -> String {
     out
 }
 
+/// `serde_json`'s message without the position it puts last (" at line L
+/// column C"), for callers that show the position first, as
+/// `FILE:LINE:COL: what` (the position is `e.line()`, `e.column()`; a line
+/// of 0 means the error has none). Not shortened: see [`decode_request`]
+/// for a request's one-line form.
+pub fn json_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    if e.line() == 0 {
+        return text;
+    }
+    let suffix = format!(" at line {} column {}", e.line(), e.column());
+    match text.strip_suffix(&suffix) {
+        Some(what) => what.to_string(),
+        None => text,
+    }
+}
+
 /// `serde_json`'s message as `LINE:COL: what` (its own text puts the
 /// position last, as " at line L column C"), on one line.
 fn json_error(e: &serde_json::Error) -> ApiError {
-    let text = e.to_string();
+    let what = one_line(&json_message(e));
     if e.line() == 0 {
-        return bad_request(format!("bad request: {}", one_line(&text)));
+        return bad_request(format!("bad request: {what}"));
     }
-    let suffix = format!(" at line {} column {}", e.line(), e.column());
-    let what = one_line(text.strip_suffix(&suffix).unwrap_or(&text));
     // Columns count from 1; serde_json says 0 for an error on the first byte
     // found before reading it (a top-level array, say).
     bad_request(format!("bad request: {}:{}: {what}", e.line(), e.column().max(1)))
@@ -384,9 +399,9 @@ pub enum ClientError {
     /// The daemon closed the connection, or it was reset, before a whole
     /// answer line arrived: it may have died while handling the request.
     ///
-    /// What happened is kept as text, not as a source error: the command
-    /// line treats a `BrokenPipe` anywhere in an error's chain as a closed
-    /// stdout (`guestwall ... | head`) and exits quietly.
+    /// What happened is kept as text, not as a source error: a lost
+    /// connection must never read as the client's own closed stdout
+    /// (`guestwall ... | head`, which the command line ends on quietly).
     #[error("guestwalld went away before answering ({what}); {MAY_HAVE_APPLIED}")]
     DaemonGone {
         /// What the client saw: no answer, part of one, a reset.
@@ -554,6 +569,15 @@ mod tests {
             assert!(!line[..line.len() - 1].contains(&b'\n'));
             assert_eq!(serde_json::from_slice::<Response>(&line).unwrap(), response);
         }
+    }
+
+    #[test]
+    fn json_message_leaves_the_position_to_the_caller() {
+        let e = serde_json::from_str::<FilterInfo>("{\"name\": 1}").unwrap_err();
+        let m = json_message(&e);
+        assert!(m.starts_with("invalid type: integer `1`"), "{m}");
+        assert!(!m.contains("line") && !m.contains("column"), "the position is said once, by the caller: {m}");
+        assert_eq!((e.line(), e.column()), (1, 10));
     }
 
     #[test]

@@ -98,8 +98,54 @@ impl fmt::Display for VarAccess {
 }
 
 /// A MAC address (also used for MAC masks).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Serialized as the string everyone writes (`"52:54:00:00:00:01"`, as
+/// [`fmt::Display`] prints it); deserialized from that string (as
+/// [`MacAddr::parse`] reads it) or, for JSON written before, from an array
+/// of six numbers (`[82,84,0,0,0,1]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct MacAddr(pub [u8; 6]);
+
+impl Serialize for MacAddr {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for MacAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<MacAddr, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = MacAddr;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a MAC address like \"52:54:00:12:34:56\"")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<MacAddr, E> {
+                MacAddr::parse(s).ok_or_else(|| {
+                    E::custom(format_args!(
+                        "'{}' is not a MAC address: expected six hex octets like \"52:54:00:12:34:56\"",
+                        s.escape_debug()
+                    ))
+                })
+            }
+
+            /// The form serde's derive wrote before: six numbers.
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<MacAddr, A::Error> {
+                let mut out = [0u8; 6];
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = seq.next_element()?.ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+                }
+                if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    return Err(serde::de::Error::invalid_length(7, &self));
+                }
+                Ok(MacAddr(out))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
 
 impl MacAddr {
     /// Parses `a:b:c:d:e:f` with one or two hex digits per octet.
@@ -721,6 +767,25 @@ mod tests {
         assert_eq!(format_value(Kind::IpSetFlags, &s), "src,dst,src");
         assert!(parse_value(Kind::IpSetFlags, "src,").is_err());
         assert!(parse_value(Kind::IpSetName, "bad/name").is_err());
+    }
+
+    #[test]
+    fn mac_addr_deserializes_from_its_string_and_the_old_array() {
+        use serde::de::value::{Error, SeqDeserializer, StrDeserializer};
+        let mac = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
+        let from_str = |s: &str| MacAddr::deserialize(StrDeserializer::<Error>::new(s));
+        assert_eq!(from_str("52:54:00:00:00:01"), Ok(mac));
+        assert_eq!(from_str("52:54:0:0:0:1"), Ok(mac));
+        assert_eq!(from_str("52:54:00:00:00:01").unwrap().to_string(), "52:54:00:00:00:01");
+        let e = from_str("52:54:00:00:00").unwrap_err().to_string();
+        assert!(e.contains("'52:54:00:00:00' is not a MAC address"), "{e}");
+        assert!(from_str("52:54:00:00:00:01:02").is_err());
+        let from_seq = |v: &[u8]| MacAddr::deserialize(SeqDeserializer::<_, Error>::new(v.iter().copied()));
+        assert_eq!(from_seq(&[0x52, 0x54, 0, 0, 0, 1]), Ok(mac));
+        assert!(from_seq(&[1, 2, 3, 4, 5]).is_err(), "five numbers");
+        assert!(from_seq(&[1, 2, 3, 4, 5, 6, 7]).is_err(), "seven numbers");
+        let from_wide = |v: &[u32]| MacAddr::deserialize(SeqDeserializer::<_, Error>::new(v.iter().copied()));
+        assert!(from_wide(&[1, 2, 3, 4, 5, 256]).is_err(), "a number over 255");
     }
 
     #[test]

@@ -1,132 +1,10 @@
 //! Conditions → nft expressions, and values → nft literals.
 
+use crate::element::Datum;
+use crate::features::{MarkBits, StateSource};
 use gw_ir::{Cond, Sel, Test};
 use gw_model::value::state;
 use gw_model::Value;
-
-/// How connection-tracking state reaches the bridge chains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum StateSource {
-    /// The kernel has nf_conntrack_bridge: `ct state` works in the bridge family.
-    BridgeConntrack,
-    /// No bridge conntrack: br_netfilter sends bridged IP through the inet
-    /// hooks, where conntrack runs; an inet chain copies the state into
-    /// [`MARK_MASK`] bits of the packet mark for the bridge chains.
-    BrNetfilterMark,
-}
-
-/// The packet-mark bits that carry conntrack state from the inet hooks to
-/// the bridge chains ([`StateSource::BrNetfilterMark`]): five bits under a
-/// mask the admin can choose (`--ct-mark-mask`), since other tools use the
-/// mark too (Calico's default mask is 0xffff0000, kube-proxy uses 0x4000
-/// and 0x8000). Bits outside the mask are left as they were.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct MarkBits(u32);
-
-/// Why a mark mask cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("conntrack mark mask {0:#010x} must have exactly five bits set (one per state: new, established, related, invalid, untracked); it has {1}")]
-pub struct MarkMaskError(pub u32, pub u32);
-
-impl MarkBits {
-    /// 0x1f000000: bits no common tool on virtualisation hosts sets.
-    pub const DEFAULT: MarkBits = MarkBits(0x1f00_0000);
-
-    /// The five bits of `mask`, lowest first: new, established, related,
-    /// invalid, untracked.
-    pub fn new(mask: u32) -> Result<MarkBits, MarkMaskError> {
-        if mask.count_ones() == 5 {
-            Ok(MarkBits(mask))
-        } else {
-            Err(MarkMaskError(mask, mask.count_ones()))
-        }
-    }
-
-    /// All five bits.
-    pub fn mask(self) -> u32 {
-        self.0
-    }
-
-    fn nth(self, n: u32) -> u32 {
-        let mut m = self.0;
-        for _ in 0..n {
-            m &= m - 1;
-        }
-        m & m.wrapping_neg()
-    }
-
-    /// The bit standing for NEW.
-    pub fn new_bit(self) -> u32 {
-        self.nth(0)
-    }
-    /// The bit standing for ESTABLISHED.
-    pub fn established(self) -> u32 {
-        self.nth(1)
-    }
-    /// The bit standing for RELATED.
-    pub fn related(self) -> u32 {
-        self.nth(2)
-    }
-    /// The bit standing for INVALID.
-    pub fn invalid(self) -> u32 {
-        self.nth(3)
-    }
-    /// The bit standing for untracked.
-    pub fn untracked(self) -> u32 {
-        self.nth(4)
-    }
-
-    /// Each state's name (as nft's `ct state` knows it) and bit.
-    pub fn states(self) -> [(&'static str, u32); 5] {
-        [
-            ("new", self.new_bit()),
-            ("untracked", self.untracked()),
-            ("established", self.established()),
-            ("related", self.related()),
-            ("invalid", self.invalid()),
-        ]
-    }
-
-    /// The bits standing for these states.
-    pub fn of(self, bits: u8) -> u32 {
-        let mut m = 0;
-        if bits & state::NEW != 0 {
-            m |= self.new_bit();
-        }
-        if bits & state::ESTABLISHED != 0 {
-            m |= self.established();
-        }
-        if bits & state::RELATED != 0 {
-            m |= self.related();
-        }
-        if bits & state::INVALID != 0 {
-            m |= self.invalid();
-        }
-        if bits & gw_ir::UNTRACKED != 0 {
-            m |= self.untracked();
-        }
-        m
-    }
-
-    /// The first rule of a chain whose rules read the state bits: an IP
-    /// packet whose bits are not exactly one state was changed by another
-    /// writer of these mark bits after guestwall set them, and could
-    /// otherwise pass as a reply. It is dropped and counted in the named
-    /// counter [`TAMPER_COUNTER`] (shown by `guestwall status`).
-    pub fn guard(self) -> String {
-        let valid: Vec<String> = self.states().iter().map(|(_, b)| format!("{b:#010x}")).collect();
-        format!(
-            "meta protocol {{ ip, ip6 }} meta mark & {:#010x} != {{ {} }} counter name \"{TAMPER_COUNTER}\" drop comment \"conntrack state bits changed by another writer of the mark\"",
-            self.0,
-            valid.join(", ")
-        )
-    }
-}
-
-/// The bridge table's counter of packets whose state bits another writer
-/// of the mark changed (see [`MarkBits::guard`]).
-pub const TAMPER_COUNTER: &str = "state_tampered";
 
 /// An expression could not be written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -322,39 +200,38 @@ pub fn has_var(c: &Cond) -> bool {
     }
 }
 
-/// The set element part for a condition's concrete value.
-pub fn element(c: &Cond) -> Result<String, ExprError> {
-    match &c.test {
-        Test::Eq(v) => literal(c.sel, v),
-        Test::Masked(v, m) => prefixed(c.sel, v, m),
-        _ => Err(ExprError("not a set element".into())),
-    }
-}
-
-/// A set element's bytes for a condition's concrete value, as the kernel
-/// keeps them in a concatenated key (network byte order, each field padded
-/// to 32 bits). `None` for what is only written as nft text (intervals, and
-/// fields whose storage nft transforms, such as `vlan id` or `ip dscp`).
-pub fn element_key(c: &Cond) -> Option<Vec<u8>> {
-    let Test::Eq(v) = &c.test else { return None };
-    let mut b = match (c.sel, v) {
-        (Sel::EtherSrc | Sel::EtherDst | Sel::ArpSha | Sel::ArpTha, Value::Mac(m)) => m.0.to_vec(),
-        (Sel::ArpSpa | Sel::ArpTpa | Sel::Ip4Src | Sel::Ip4Dst, Value::Ipv4(a)) => a.octets().to_vec(),
-        (Sel::Ip6Src | Sel::Ip6Dst, Value::Ipv6(a)) => a.octets().to_vec(),
-        (
-            Sel::SrcPort | Sel::DstPort | Sel::EtherType | Sel::ArpOp | Sel::ArpHtype | Sel::ArpPtype,
-            Value::Num { value, .. },
-        ) => u16::try_from(*value).ok()?.to_be_bytes().to_vec(),
-        (Sel::L4Proto | Sel::IcmpType | Sel::IcmpCode | Sel::Icmp6Type | Sel::Icmp6Code, Value::Num { value, .. }) => {
-            vec![u8::try_from(*value).ok()?]
-        }
-        _ => return None,
+/// A condition's concrete value as a set element's datum: typed where
+/// netlink can write it too, text otherwise (see [`Datum`]).
+pub fn datum(c: &Cond) -> Result<Datum, ExprError> {
+    let v = match &c.test {
+        Test::Eq(v) => v,
+        Test::Masked(v, m) => return Ok(Datum::Text(prefixed(c.sel, v, m)?.into())),
+        _ => return Err(ExprError("not a set element".into())),
     };
-    b.resize((b.len() + 3) & !3, 0);
-    Some(b)
-}
-
-/// An interface name as a set key: `IFNAMSIZ` bytes, zero-padded.
-pub fn ifname_key(name: &str) -> Option<Vec<u8>> {
-    Some(crate::text::ifname_key(name))
+    let num = |v: &Value| match v {
+        Value::Num { value, .. } => Some(*value),
+        _ => None,
+    };
+    let u16_of = |v: &Value| num(v).and_then(|n| u16::try_from(n).ok());
+    let u8_of = |v: &Value| num(v).and_then(|n| u8::try_from(n).ok());
+    // Each typed arm must render as `literal` writes the same value: the
+    // snapshots and the kernel tests hold both to it.
+    let text = || literal(c.sel, v).map(|t| Datum::Text(t.into()));
+    Ok(match (c.sel, v) {
+        (Sel::EtherSrc | Sel::EtherDst, Value::Mac(m)) => Datum::Ether(*m),
+        (Sel::ArpSha | Sel::ArpTha, Value::Mac(m)) => Datum::EtherRaw(*m),
+        (Sel::Ip4Src | Sel::Ip4Dst, Value::Ipv4(a)) => Datum::Ipv4(*a),
+        (Sel::ArpSpa | Sel::ArpTpa, Value::Ipv4(a)) => Datum::Ipv4Raw(*a),
+        (Sel::Ip6Src | Sel::Ip6Dst, Value::Ipv6(a)) => Datum::Ipv6(*a),
+        (Sel::EtherType | Sel::ArpPtype, v) => u16_of(v).map_or_else(text, |n| Ok(Datum::U16Hex(n)))?,
+        (Sel::SrcPort | Sel::DstPort | Sel::ArpOp | Sel::ArpHtype, v) => {
+            u16_of(v).map_or_else(text, |n| Ok(Datum::U16(n)))?
+        }
+        (Sel::L4Proto | Sel::IcmpType | Sel::IcmpCode | Sel::Icmp6Type | Sel::Icmp6Code, v) => {
+            u8_of(v).map_or_else(text, |n| Ok(Datum::U8(n)))?
+        }
+        // Fields whose storage nft transforms (`vlan id`, `ip dscp`), and
+        // values out of a field's range: text only.
+        _ => text()?,
+    })
 }

@@ -2,8 +2,8 @@
 //! mark bits guestwall carries conntrack state in, and how many packets
 //! arrived with those bits changed. Read-only, and never on a packet path.
 
-use crate::expr::{MarkBits, TAMPER_COUNTER};
-use crate::ruleset::TABLE;
+use crate::features::MarkBits;
+use crate::names::{TABLE, TAMPER_COUNTER};
 use serde_json::Value;
 use std::process::Command;
 

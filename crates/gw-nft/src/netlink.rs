@@ -248,7 +248,7 @@ pub fn commit(changes: &[SetChange]) -> Result<(), NetlinkError> {
 }
 
 /// [`commit`]; `heard`: the watcher hears the commit's events, so a ticket
-/// waits for its generation (see [`crate::client::claim`]).
+/// waits for its generation (see [`crate::tickets`]).
 fn commit_with(changes: &[SetChange], heard: bool) -> Result<(), NetlinkError> {
     let mut w = Writer::new();
     w.begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES);
@@ -297,7 +297,8 @@ fn commit_with(changes: &[SetChange], heard: bool) -> Result<(), NetlinkError> {
     // The kernel names the committing thread in its generation event: this
     // one, running until the ticket is settled.
     // SAFETY: gettid has no preconditions.
-    let ticket = heard.then(|| crate::client::claim(unsafe { libc::gettid() } as u32));
+    let tid = unsafe { libc::gettid() } as u32;
+    let ticket = heard.then(|| crate::tickets::claim(tid, || generation().ok()));
     let r = send_batch(&s, &w.buf, &what);
     if let Some(ticket) = ticket {
         match &r {
@@ -455,7 +456,7 @@ pub enum Event {
 /// process that touched table `table` (bridge or inet), and when events were
 /// lost. `is_ours(generation, pid)` says which transactions are ours, by
 /// the generation they made and the process or thread that committed them
-/// ([`crate::client::is_ours`]); it is asked about every generation, in
+/// ([`crate::tickets::is_ours`]); it is asked about every generation, in
 /// order. Runs until the socket fails.
 pub fn watch(table: &str, is_ours: impl Fn(u32, u32) -> bool, mut on: impl FnMut(Event)) -> std::io::Result<()> {
     let mut s = socket()?;

@@ -1,5 +1,10 @@
 //! guestwall's on-disk state.
 //!
+//! The daemon uses [`Store`] (the `store` module): it holds the state
+//! directory's [`StateLock`], owns every path, checks every name before it
+//! becomes one, and chooses how each write is made durable. The free
+//! functions below are what it is built of; tools and tests use them too.
+//!
 //! Filters live in the config directory as `NAME.xml`, bindings in the state
 //! directory as `bindings/PORT.xml`. Every write goes to a temporary file in
 //! the same directory, is fsynced, renamed over the old file and the
@@ -33,6 +38,9 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+mod store;
+pub use store::{Batch, FilterWrite, Loaded, Store, JOURNAL_FROM, MAX_PORT_LEN};
 
 /// The largest filter or binding file the store writes or reads (1 MiB).
 ///
@@ -98,6 +106,16 @@ pub enum StoreError {
         reason: String,
         /// Where it is now (see [`quarantine`]).
         moved_to: PathBuf,
+    },
+    /// A name the store will not make a file name of (see [`Store`]).
+    #[error("{kind} {name:?} refused: {reason}")]
+    BadName {
+        /// What the name is of: "port", "filter" or "file".
+        kind: &'static str,
+        /// The name (or path) as given.
+        name: String,
+        /// Why it is refused.
+        reason: &'static str,
     },
     /// A write failed and undoing what it had done also failed: some of it
     /// may be left on disk.
@@ -371,14 +389,14 @@ fn place_one(tmp: &Path, path: &Path) -> Result<Option<PathBuf>, StoreError> {
 
 /// The files of a batch being written: what to remove or put back if it fails.
 #[derive(Default)]
-struct Batch<'a> {
+struct Staging<'a> {
     /// Temporary files written, not renamed yet, with their targets.
     staged: Vec<(PathBuf, &'a Path)>,
     /// Targets renamed into place, with the backup of the file each replaced.
     placed: Vec<(&'a Path, Option<PathBuf>)>,
 }
 
-impl<'a> Batch<'a> {
+impl<'a> Staging<'a> {
     fn stage(&mut self, path: &'a Path, data: &[u8], sync: bool) -> Result<(), StoreError> {
         let tmp = write_temp(path, data, sync)?;
         self.staged.push((tmp, path));
@@ -463,15 +481,20 @@ impl<'a> Batch<'a> {
 /// (files it created are removed again, files it replaced are put back) and
 /// no temporary file remains. Refuses files of more than [`MAX_FILE_LEN`].
 pub fn write_many(files: &[(PathBuf, Vec<u8>)]) -> Result<(), StoreError> {
+    write_many_in(files)
+}
+
+/// [`write_many`] for any kind of paths and contents (no copies).
+fn write_many_in<P: AsRef<Path>, D: AsRef<[u8]>>(files: &[(P, D)]) -> Result<(), StoreError> {
     for (path, data) in files {
-        check_len(path, data.len(), MAX_FILE_LEN)?;
+        check_len(path.as_ref(), data.as_ref().len(), MAX_FILE_LEN)?;
     }
-    let mut batch = Batch::default();
+    let mut batch = Staging::default();
     let done = (|| {
         for (path, data) in files {
-            batch.stage(path, data, false)?;
+            batch.stage(path.as_ref(), data.as_ref(), false)?;
         }
-        let dirs: std::collections::BTreeSet<&Path> = files.iter().map(|(p, _)| parent(p)).collect();
+        let dirs: std::collections::BTreeSet<&Path> = files.iter().map(|(p, _)| parent(p.as_ref())).collect();
         for d in &dirs {
             syncfs_dir(d)?;
         }
@@ -480,6 +503,27 @@ pub fn write_many(files: &[(PathBuf, Vec<u8>)]) -> Result<(), StoreError> {
             sync_dir(d)?;
         }
         Ok(())
+    })();
+    match done {
+        Ok(()) => {
+            batch.finish();
+            Ok(())
+        }
+        Err(e) => Err(undone(e, batch.undo())),
+    }
+}
+
+/// Writes one file atomically and durably, at [`write_atomic`]'s cost (an
+/// fsync of the file and one of its directory, no `syncfs`), but all or
+/// nothing like [`write_many`]: if even the directory's fsync fails, the
+/// file it replaced is put back (or the new one removed).
+fn write_one(path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    check_len(path, data.len(), MAX_FILE_LEN)?;
+    let mut batch = Staging::default();
+    let done = (|| {
+        batch.stage(path, data, true)?;
+        batch.place()?;
+        sync_dir(parent(path))
     })();
     match done {
         Ok(()) => {
@@ -515,9 +559,15 @@ fn fnv1a64(data: &[u8]) -> u64 {
 /// remains, and the journal is removed, durably, before the error is
 /// returned, so recovery does not bring the batch back.
 pub fn write_journaled(dir: &Path, files: &[(PathBuf, Vec<u8>)]) -> Result<PathBuf, StoreError> {
+    write_journaled_in(dir, files)
+}
+
+/// [`write_journaled`] for any kind of paths and contents (no copies).
+fn write_journaled_in<P: AsRef<Path>, D: AsRef<[u8]>>(dir: &Path, files: &[(P, D)]) -> Result<PathBuf, StoreError> {
     let entries: Vec<(&str, &str)> = files
         .iter()
         .map(|(path, data)| {
+            let (path, data) = (path.as_ref(), data.as_ref());
             check_len(path, data.len(), MAX_FILE_LEN)?;
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             if parent(path) != dir || !valid_entry_name(name) {
@@ -533,10 +583,10 @@ pub fn write_journaled(dir: &Path, files: &[(PathBuf, Vec<u8>)]) -> Result<PathB
     drop(body);
     check_len(&journal, text.len(), MAX_JOURNAL_LEN)?;
     write_atomic_unchecked(&journal, &text)?;
-    let mut batch = Batch::default();
+    let mut batch = Staging::default();
     let done = (|| {
         for (path, data) in files {
-            batch.stage(path, data, false)?;
+            batch.stage(path.as_ref(), data.as_ref(), false)?;
         }
         batch.place()
     })();

@@ -3,10 +3,10 @@ use std::os::unix::fs::{symlink, PermissionsExt};
 use std::process::Command;
 
 /// A fresh directory, removed when dropped (also when the test fails).
-struct TestDir(PathBuf);
+pub(crate) struct TestDir(pub(crate) PathBuf);
 
 impl TestDir {
-    fn new(tag: &str) -> TestDir {
+    pub(crate) fn new(tag: &str) -> TestDir {
         static N: AtomicU64 = AtomicU64::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let p = std::env::temp_dir().join(format!("gw-store-{tag}-{}-{n}", std::process::id()));
@@ -25,13 +25,13 @@ impl Drop for TestDir {
 /// A tmpfs of `size` bytes mounted on a fresh directory: unmounted and the
 /// directory removed when dropped, also when the test fails. Panics (the
 /// test fails, loudly) if it cannot be mounted, e.g. without root.
-struct Tmpfs {
-    dir: PathBuf,
+pub(crate) struct Tmpfs {
+    pub(crate) dir: PathBuf,
     mounted: bool,
 }
 
 impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
+    pub(crate) fn mount(size: &str) -> Tmpfs {
         static N: AtomicU64 = AtomicU64::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("gw-store-tmpfs-{}-{n}", std::process::id()));
@@ -66,18 +66,18 @@ impl Drop for Tmpfs {
 }
 
 /// The names in `dir`, sorted.
-fn ls(dir: &Path) -> Vec<String> {
+pub(crate) fn ls(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> =
         fs::read_dir(dir).expect("ls").map(|e| e.expect("entry").file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
 
-fn is_enospc(e: &StoreError) -> bool {
+pub(crate) fn is_enospc(e: &StoreError) -> bool {
     matches!(e, StoreError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC))
 }
 
-fn read(p: &Path) -> String {
+pub(crate) fn read(p: &Path) -> String {
     fs::read_to_string(p).expect("read")
 }
 
