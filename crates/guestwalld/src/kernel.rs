@@ -7,20 +7,12 @@
 //! lock and re-loads the plan that is in it.
 
 use gw_api::{ApiError, ErrorCode};
-use gw_nft::{Features, Plan};
+use gw_nft::{Features, Plan, Transaction};
 use std::sync::{Arc, Mutex};
 use tracing::{error, info, warn};
 
 fn kernel_err(e: &dyn std::fmt::Display) -> ApiError {
     ApiError { code: ErrorCode::Kernel, messages: vec![e.to_string()] }
-}
-
-/// Element changes above this size are committed without per-element
-/// events (see `gw_nft::netlink::commit_quietly`).
-const QUIET_ABOVE: usize = 1000;
-
-fn count(changes: &[gw_nft::netlink::SetChange]) -> usize {
-    changes.iter().map(|c| c.elements.len()).sum()
 }
 
 /// Which of guestwall's two tables are in the kernel.
@@ -102,110 +94,34 @@ impl Kernel {
         r
     }
 
-    /// Runs nft, noting when its outcome is unknown (it was killed).
-    fn nft(&mut self, script: &str) -> Result<(), ApiError> {
-        gw_nft::run_nft(script, false).map_err(|e| {
-            if matches!(e, gw_nft::NftError::Killed { .. }) {
-                self.uncertain = true;
-            }
-            kernel_err(&e)
-        })
-    }
-
+    /// Chooses the transaction from the loaded plan to `plan` and runs it
+    /// (`gw_nft::Transaction`: element batches, staged updates, nft deltas,
+    /// split or whole loads are its choices, not the daemon's).
     fn try_load(&mut self, plan: Plan) -> Result<String, ApiError> {
         let t0 = std::time::Instant::now();
-        let mut foreign = false;
         let old = self.applied.clone();
-        let changes = old.as_ref().and_then(|old| plan.element_changes(old));
-        // Only worth three steps when many elements would go through nft.
-        let staged = match (&old, &changes) {
-            (Some(old), None) => plan.staged_update(old).filter(|st| count(&st.elements) > QUIET_ABOVE),
-            _ => None,
-        };
-        let message = match &old {
-            Some(old) => match (changes, staged) {
-                (Some(changes), _) if changes.is_empty() => return Ok("the kernel already matches".into()),
-                (Some(changes), _) => {
-                    let n = count(&changes);
-                    if n > QUIET_ABOVE {
-                        foreign = gw_nft::netlink::commit_quietly(&changes).map_err(|e| kernel_err(&e))?;
-                    } else {
-                        gw_nft::netlink::commit(&changes).map_err(|e| kernel_err(&e))?;
-                    }
-                    format!("one transaction of {n} set element change(s)")
+        let known_absent = self.known_absent;
+        let tx = Transaction::choose(old.as_deref(), &plan, || known_absent || tables_present() == (false, false));
+        let message = tx.describe();
+        let foreign = match tx.apply(&mut gw_nft::System, old.as_deref(), &plan) {
+            Ok(f) => f,
+            Err(e) => {
+                if e.outcome_unknown() {
+                    self.uncertain = true;
                 }
-                (None, Some(st)) => {
-                    let n = count(&st.elements);
-                    self.nft(&st.before)?;
-                    match gw_nft::netlink::commit_quietly(&st.elements) {
-                        Ok(f) => foreign = f,
-                        Err(e) => {
-                            // Put back exactly what was loaded (without the new,
-                            // unused chains) before reporting.
-                            if let Err(e2) = self.nft(&old.render_full()) {
-                                error!("restoring the previous rules failed too: {e2}");
-                            }
-                            return Err(kernel_err(&e));
-                        }
-                    }
-                    if !st.after.is_empty() {
-                        if let Err(e) = gw_nft::run_nft(&st.after, false) {
-                            warn!("removing chains no port uses failed ({e}); the next full load removes them");
-                        }
-                    }
-                    format!("new chains, then one transaction of {n} set element change(s)")
-                }
-                (None, None) => {
-                    let script = plan.render_update(old);
-                    if script.is_empty() {
-                        return Ok("the kernel already matches".into());
-                    }
-                    self.nft(&script)?;
-                    format!("one transaction of {} line(s)", script.lines().filter(|l| !l.starts_with('#')).count())
-                }
-            },
-            None => {
-                let (message, f) = self.load_full(&plan)?;
-                foreign = f;
-                message
+                return Err(kernel_err(&e));
             }
         };
         tracing::debug!("loaded in {:?}: {message}", t0.elapsed());
-        self.applied = Some(Arc::new(plan));
+        if !matches!(tx, Transaction::Nothing) {
+            self.applied = Some(Arc::new(plan));
+        }
         if foreign {
             // Another process committed while our commit's events were
             // off: its change was not seen, so replace the tables whole.
             self.heal(Heal::Lost);
         }
         Ok(message)
-    }
-
-    /// Replaces guestwall's tables with `plan`. When they are absent (boot,
-    /// or after a flush) nothing is filtered yet, and the load is split:
-    /// chains and empty sets by nft, then every element in one netlink
-    /// transaction, which costs a fraction of nft parsing them. When they
-    /// are present, one nft transaction replaces them: no instant without
-    /// filtering.
-    fn load_full(&mut self, plan: &Plan) -> Result<(String, bool), ApiError> {
-        if self.known_absent || tables_present() == (false, false) {
-            let t0 = std::time::Instant::now();
-            if let Some(elements) = plan.all_elements() {
-                let t1 = std::time::Instant::now();
-                self.nft(&plan.render_skeleton())?;
-                let t2 = std::time::Instant::now();
-                let r = gw_nft::netlink::commit_quietly(&elements);
-                tracing::debug!("elements {:?}, skeleton {:?}, netlink {:?}", t1 - t0, t2 - t1, t2.elapsed());
-                match r {
-                    Ok(foreign) => {
-                        let n = count(&elements);
-                        return Ok((format!("tables created, then {n} set element(s) in one transaction"), foreign));
-                    }
-                    Err(e) => warn!("writing set elements by netlink failed ({e}); loading them as nft text"),
-                }
-            }
-        }
-        self.nft(&plan.render_full())?;
-        Ok(("tables replaced in one transaction".into(), false))
     }
 
     /// Another process changed guestwall's tables (`Lost`: events were

@@ -241,3 +241,77 @@ fn every_element_delta_between_plans_equals_a_full_load() {
     }
     assert!(deltas >= 15, "{deltas} pairs were element deltas");
 }
+
+/// `n` ports `p0..` of `filter`, bridged.
+fn ports(lib: &Library, filter: &str, n: usize, from: usize) -> Vec<PortInput> {
+    (from..from + n).map(|i| port(lib, &format!("p{i}"), (i % 250 + 1) as u8, filter, false)).collect()
+}
+
+/// The daemon's choice of transaction, for each kind of change, and what
+/// each does to a kernel: the result is always the new plan, loaded whole.
+#[test]
+fn the_transaction_chosen_for_each_change_reaches_the_new_plan() {
+    use gw_nft::Transaction;
+    let lib = Library::builtins().expect("built-ins");
+    let one = plan(&ports(&lib, "clean-traffic", 1, 0), F).expect("plan");
+    let two = plan(&ports(&lib, "clean-traffic", 2, 0), F).expect("plan");
+    // Nothing loaded, tables absent: split load (elements by netlink).
+    let tx = Transaction::choose(None, &one, || true);
+    assert!(matches!(tx, Transaction::Split { .. }), "{tx:?}");
+    // Nothing loaded, tables present (a restart): one replacing transaction.
+    assert!(matches!(Transaction::choose(None, &one, || false), Transaction::Replace(_)));
+    // The same plan: nothing to do; asking about the tables is not needed.
+    let tx = Transaction::choose(Some(&one), &one, || panic!("asked the kernel"));
+    assert!(matches!(tx, Transaction::Nothing), "{tx:?}");
+    // A port more under a filter already loaded: elements only.
+    assert!(matches!(Transaction::choose(Some(&one), &two, || false), Transaction::Elements(_)));
+    // A new filter with few ports: one nft delta.
+    let mut mixed = ports(&lib, "clean-traffic", 1, 0);
+    mixed.push(port(&lib, "q1", 9, "no-mac-spoofing", false));
+    let mixed = plan(&mixed, F).expect("plan");
+    assert!(matches!(Transaction::choose(Some(&one), &mixed, || false), Transaction::Update(_)));
+    // A new filter with many elements: staged (nft, one netlink batch, nft).
+    let mut many = ports(&lib, "clean-traffic", 1, 0);
+    many.extend((0..600).map(|i| port(&lib, &format!("m{i}"), (i % 250 + 1) as u8, "no-mac-spoofing", false)));
+    let many = plan(&many, F).expect("plan");
+    let staged = Transaction::choose(Some(&one), &many, || false);
+    assert!(matches!(staged, Transaction::Staged(_)), "{}", staged.describe());
+    for (old, new, tx) in [
+        (None, &one, Transaction::choose(None, &one, || true)),
+        (None, &one, Transaction::choose(None, &one, || false)),
+        (Some(&one), &two, Transaction::choose(Some(&one), &two, || false)),
+        (Some(&one), &mixed, Transaction::choose(Some(&one), &mixed, || false)),
+        (Some(&one), &many, staged),
+    ] {
+        let mut k = old.map_or_else(FakeKernel::new, loaded);
+        tx.apply(&mut k, old, new).unwrap_or_else(|e| panic!("{}: {e}", tx.describe()));
+        assert!(k == loaded(new), "{} does not reach the new plan:\n{}", tx.describe(), k.dump());
+    }
+}
+
+/// A refused step leaves what was loaded: a refused batch changes nothing,
+/// a staged update whose batch is refused is rolled back (its new chains
+/// and empty sets removed), and a split load whose batch is refused falls
+/// back to one nft transaction.
+#[test]
+fn a_refused_step_rolls_back_to_what_was_loaded() {
+    use gw_nft::Transaction;
+    let lib = Library::builtins().expect("built-ins");
+    let one = plan(&ports(&lib, "clean-traffic", 1, 0), F).expect("plan");
+    let two = plan(&ports(&lib, "clean-traffic", 2, 0), F).expect("plan");
+    let mut many = ports(&lib, "clean-traffic", 1, 0);
+    many.extend((0..600).map(|i| port(&lib, &format!("m{i}"), (i % 250 + 1) as u8, "no-mac-spoofing", false)));
+    let many = plan(&many, F).expect("plan");
+    for new in [&two, &many] {
+        let tx = Transaction::choose(Some(&one), new, || false);
+        let mut k = loaded(&one);
+        k.refuse_commit = Some(Refused::NoSet("injected".into()));
+        assert!(tx.apply(&mut k, Some(&one), new).is_err(), "{} was not refused", tx.describe());
+        assert!(k == loaded(&one), "{} left a change behind:\n{}", tx.describe(), k.dump());
+    }
+    let tx = Transaction::choose(None, &two, || true);
+    let mut k = FakeKernel::new();
+    k.refuse_commit = Some(Refused::NoSet("injected".into()));
+    tx.apply(&mut k, None, &two).expect("falls back to nft");
+    assert!(k == loaded(&two), "{}", k.dump());
+}
