@@ -33,6 +33,8 @@ pub struct Engine {
     /// blocked (every frame dropped) until the binding is deleted or
     /// created again.
     blocked: BTreeMap<String, String>,
+    /// Warnings about other writers of the conntrack mark bits.
+    mark_report: Arc<std::sync::Mutex<Vec<String>>>,
     features: Features,
     /// What is loaded, behind its own lock (the healer takes only that).
     kernel: SharedKernel,
@@ -42,6 +44,28 @@ pub struct Engine {
     /// The host's interfaces, as of the last link event: listing 20,000 of
     /// them costs about 100 ms, too much to repeat for every request.
     links: crate::links::Links,
+}
+
+/// Warnings for `status` when another writer of the packet mark may change
+/// the conntrack state bits (br_netfilter mode only): packets the guard
+/// dropped, and rules outside guestwall's tables that write the mark.
+pub fn mark_report(features: Features) -> Vec<String> {
+    let mut lines = Vec::new();
+    if features.state != gw_nft::StateSource::BrNetfilterMark {
+        return lines;
+    }
+    let mask = features.mark.mask();
+    if let Some(n) = gw_nft::inspect::tamper_count().filter(|n| *n > 0) {
+        lines.push(format!(
+            "WARNING: {n} packet(s) dropped because another writer of the packet mark changed their conntrack state bits ({mask:#010x})"
+        ));
+    }
+    for w in gw_nft::inspect::mark_writers(features.mark) {
+        lines.push(format!(
+            "WARNING: another writer of the packet mark may change the conntrack state bits {mask:#010x}: {w} (choose other bits with --ct-mark-mask)"
+        ));
+    }
+    lines
 }
 
 fn yes(b: bool) -> &'static str {
@@ -203,6 +227,7 @@ impl Engine {
             lib,
             bindings,
             blocked,
+            mark_report: Default::default(),
             features,
             kernel,
             links: crate::links::Links::new(),
@@ -468,20 +493,14 @@ impl Engine {
         for (port, why) in &self.blocked {
             lines.push(format!("port {port} is BLOCKED: its stored binding is unusable ({why})"));
         }
-        if self.features.state == gw_nft::StateSource::BrNetfilterMark {
-            let mask = self.features.mark.mask();
-            if let Some(n) = gw_nft::inspect::tamper_count().filter(|n| *n > 0) {
-                lines.push(format!(
-                    "WARNING: {n} packet(s) dropped because another writer of the packet mark changed their conntrack state bits ({mask:#010x})"
-                ));
-            }
-            for w in gw_nft::inspect::mark_writers(self.features.mark) {
-                lines.push(format!(
-                    "WARNING: another writer of the packet mark may change the conntrack state bits {mask:#010x}: {w} (choose other bits with --ct-mark-mask)"
-                ));
-            }
-        }
+        lines.extend(self.mark_report.lock().map(|r| r.clone()).unwrap_or_default());
         lines
+    }
+
+    /// Where the mark-bit report ([`mark_report`]) is kept, refreshed by
+    /// a thread of its own: `status` must stay cheap.
+    pub fn mark_report_handle(&self) -> Arc<std::sync::Mutex<Vec<String>>> {
+        self.mark_report.clone()
     }
 
     /// The bindings whose filter DAG contains `name`.

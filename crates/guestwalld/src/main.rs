@@ -236,6 +236,9 @@ fn raise_fd_limit() -> u64 {
     }
 }
 
+/// How often the mark-bit report is refreshed.
+const MARK_REPORT_EVERY: Duration = Duration::from_secs(3);
+
 /// Descriptors kept free of clients: healing and requests need some for
 /// nft's pipes, netlink sockets and the store.
 const FD_RESERVE: u64 = 32;
@@ -246,7 +249,13 @@ const FD_RESERVE: u64 = 32;
 fn load_bridge_conntrack() {
     let loaded = std::fs::read_to_string("/proc/modules")
         .is_ok_and(|m| m.lines().any(|l| l.starts_with("nf_conntrack_bridge ")));
-    if loaded {
+    // Only when this kernel ships it as a module: running modprobe costs
+    // start-up milliseconds for nothing otherwise.
+    let shipped = nix::sys::utsname::uname().is_ok_and(|u| {
+        let dep = std::path::Path::new("/lib/modules").join(u.release()).join("modules.dep");
+        std::fs::read_to_string(dep).is_ok_and(|d| d.contains("/nf_conntrack_bridge.ko"))
+    });
+    if loaded || !shipped {
         return;
     }
     match std::process::Command::new("modprobe").args(["-q", "nf_conntrack_bridge"]).status() {
@@ -311,6 +320,33 @@ async fn run(args: Args, store: gw_store::Store, process_started: std::time::Ins
         ),
     }
 
+    // The mark-bit report: at start and every few seconds, off the request
+    // path (listing other tables costs nft runs); new warnings are logged.
+    {
+        let report = with_engine(&engine, |eng| eng.mark_report_handle());
+        let features = features;
+        std::thread::Builder::new().name("mark-report".into()).spawn(move || {
+            // At low priority (the nft it runs inherits it), and not in the
+            // first second, when requests and healing come first.
+            // SAFETY: setpriority on this thread's own id has no preconditions.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            let mut seen: Vec<String> = Vec::new();
+            loop {
+                let lines = engine::mark_report(features);
+                for l in lines.iter().filter(|l| !seen.contains(l)) {
+                    warn!("{l}");
+                }
+                seen.clone_from(&lines);
+                if let Ok(mut r) = report.lock() {
+                    *r = lines;
+                }
+                std::thread::sleep(MARK_REPORT_EVERY);
+            }
+        })?;
+    }
     let links = Arc::new(Notify::new());
     tokio::spawn({
         let n = links.clone();

@@ -28,8 +28,29 @@ pub fn tamper_count() -> Option<u64> {
 /// value guestwall cannot evaluate (from a map, another field, iptables'
 /// MARK target) counts as touching them.
 pub fn mark_writers(mark: MarkBits) -> Vec<String> {
-    let Some(v) = nft_json(&["list", "ruleset"]) else { return Vec::new() };
-    mark_writers_in(&v, mark)
+    // Table by table, leaving out guestwall's own: with thousands of ports
+    // its sets are most of the ruleset, and listing them costs nft seconds.
+    let Some(tables) = nft_json(&["list", "tables"]) else { return Vec::new() };
+    let mut out = Vec::new();
+    for t in tables.get("nftables").and_then(Value::as_array).into_iter().flatten() {
+        let Some(t) = t.get("table") else { continue };
+        let (Some(family), Some(name)) =
+            (t.get("family").and_then(Value::as_str), t.get("name").and_then(Value::as_str))
+        else {
+            continue;
+        };
+        if name == TABLE {
+            continue;
+        }
+        if let Some(v) = nft_json(&["list", "table", family, name]) {
+            for w in mark_writers_in(&v, mark) {
+                if !out.contains(&w) {
+                    out.push(w);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// [`mark_writers`] over `nft -j list ruleset` output.
