@@ -324,7 +324,6 @@ async fn run(args: Args, store: gw_store::Store, process_started: std::time::Ins
     // path (listing other tables costs nft runs); new warnings are logged.
     {
         let report = with_engine(&engine, |eng| eng.mark_report_handle());
-        let features = features;
         std::thread::Builder::new().name("mark-report".into()).spawn(move || {
             // At low priority (the nft it runs inherits it), and not in the
             // first second, when requests and healing come first.
