@@ -12,7 +12,7 @@ use std::sync::Arc;
 fn binding(i: u32, filter: &str) -> Binding {
     Binding {
         owner: Owner { name: format!("g{i}"), uuid: "00000000-0000-4000-8000-000000000001".into() },
-        portdev: format!("p{i}"),
+        portdev: gw_model::IfName::new(format!("p{i}")).expect("ifname"),
         linkdev: None,
         mac: MacAddr([0x52, 0x54, 0, (i >> 16) as u8, (i >> 8) as u8, i as u8]),
         filterref: FilterRef {
@@ -62,7 +62,7 @@ fn pipeline(c: &mut Criterion) {
                 let bd = binding(1, name);
                 let bound = gw_ir::bind(&lib, &bd).expect("binds");
                 let input = port_input(
-                    bd.portdev,
+                    bd.portdev.into(),
                     name.to_string(),
                     Arc::new(bound.template),
                     &Arc::new(bound.concrete),
@@ -77,7 +77,7 @@ fn pipeline(c: &mut Criterion) {
         .map(|i| {
             let bd = binding(i, "clean-traffic");
             let concrete = Arc::new(gw_ir::concrete_of(&lib, &bd).expect("binds").1);
-            port_input(bd.portdev.clone(), "clean-traffic".into(), template.clone(), &concrete, false)
+            port_input(bd.portdev.to_string(), "clean-traffic".into(), template.clone(), &concrete, false)
         })
         .collect();
     c.bench_function("plan+render clean-traffic, 1000 ports", |b| {

@@ -146,7 +146,7 @@ fn ruleset(args: &EngineArgs) -> Result<Option<(String, Features)>> {
         };
         match gw_ir::bind(&lib, &b) {
             Ok(bound) => inputs.push(gw_nft::port_input(
-                b.portdev.clone(),
+                b.portdev.to_string(),
                 b.filterref.filter.clone(),
                 bound.template.into(),
                 &bound.concrete.into(),

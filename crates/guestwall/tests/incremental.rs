@@ -10,7 +10,7 @@ fn input(lib: &Library, t: &TestHost, i: usize, filter: &str, params: &[(&str, &
     let path = t.binding(i, filter, params);
     let b = gw_xml::read_binding(&std::fs::read_to_string(path).expect("read")).expect("binding").value;
     let bound = gw_ir::bind(lib, &b).expect("bind");
-    gw_nft::port_input(b.portdev, filter.into(), bound.template.into(), &bound.concrete.into(), false)
+    gw_nft::port_input(b.portdev.into(), filter.into(), bound.template.into(), &bound.concrete.into(), false)
 }
 
 fn load(t: &TestHost, script: &str) {

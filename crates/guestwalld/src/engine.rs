@@ -113,7 +113,7 @@ fn compile_all(lib: &Library, items: &[(&Binding, bool)]) -> Vec<Result<PortInpu
             }
         };
         let concrete = Arc::new(gw_ir::concrete_with(prepared, b)?.1);
-        Ok(gw_nft::port_input(b.portdev.clone(), b.filterref.filter.clone(), template.clone(), &concrete, *routed))
+        Ok(gw_nft::port_input(b.portdev.to_string(), b.filterref.filter.clone(), template.clone(), &concrete, *routed))
     };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     if threads < 2 || items.len() < 256 {
@@ -130,7 +130,7 @@ fn compile_all(lib: &Library, items: &[(&Binding, bool)]) -> Vec<Result<PortInpu
             .zip(items.chunks(chunk))
             .flat_map(|(h, c)| {
                 h.join().unwrap_or_else(|_| {
-                    c.iter().map(|(b, _)| Err(gw_ir::BindError::Internal { port: b.portdev.clone() })).collect()
+                    c.iter().map(|(b, _)| Err(gw_ir::BindError::Internal { port: b.portdev.to_string() })).collect()
                 })
             })
             .collect()
@@ -199,8 +199,8 @@ impl Engine {
             let problem = match entry {
                 gw_store::Entry::Bad { reason, .. } => reason,
                 gw_store::Entry::Ok { text, .. } => match parse_binding(&text) {
-                    Ok((b, _)) if b.portdev == port => {
-                        bindings.insert(b.portdev.clone(), b);
+                    Ok((b, _)) if b.portdev.as_str() == port => {
+                        bindings.insert(b.portdev.to_string(), b);
                         continue;
                     }
                     Ok((b, _)) => format!("it holds the binding of port '{}', not of '{port}'", b.portdev),
@@ -285,8 +285,8 @@ impl Engine {
             // families: its entries are keyed by name, so its first frame
             // is filtered, whether it appears on a bridge or as a routed
             // tap, before any link event is handled.
-            let routed = self.links.get(&b.portdev).is_some_and(|bridged| !bridged);
-            if let Some((cb, input)) = cache.get(&b.portdev).filter(|(cb, i)| cb == b && i.routed == routed) {
+            let routed = self.links.get(b.portdev.as_str()).is_some_and(|bridged| !bridged);
+            if let Some((cb, input)) = cache.get(b.portdev.as_str()).filter(|(cb, i)| cb == b && i.routed == routed) {
                 if cached || unaffected(b) {
                     inputs.push(input.clone());
                     continue;
@@ -319,7 +319,7 @@ impl Engine {
             match compiled {
                 Ok(input) => {
                     if cached {
-                        cache.insert(b.portdev.clone(), ((*b).clone(), input.clone()));
+                        cache.insert(b.portdev.to_string(), ((*b).clone(), input.clone()));
                     } else {
                         fresh.push(((*b).clone(), input.clone()));
                     }
@@ -449,14 +449,18 @@ impl Engine {
             },
             Request::BindingCreate { document } => self.bind(&[document]),
             Request::BindingCreateBatch { documents } => self.bind(&documents),
-            Request::BindingDelete { portdev } => self.unbind(&portdev),
+            Request::BindingDelete { portdev } => {
+                // Parsed where it comes in, like every port name.
+                let port = gw_model::IfName::new(portdev).map_err(|e| err(ErrorCode::Invalid, e))?;
+                self.unbind(&port)
+            }
             Request::BindingList => Ok(Response::Bindings {
                 bindings: {
                     let applied = self.applied();
                     self.bindings
                         .values()
                         .map(|b| BindingInfo {
-                            portdev: b.portdev.clone(),
+                            portdev: b.portdev.to_string(),
                             filter: b.filterref.filter.clone(),
                             owner: b.owner.name.clone(),
                             active: self.active(applied.as_deref(), &b.portdev),
@@ -565,7 +569,7 @@ impl Engine {
             .bindings
             .values()
             .filter(|b| self.reaches(&b.filterref.filter, &name))
-            .map(|b| b.portdev.clone())
+            .map(|b| b.portdev.to_string())
             .collect();
         let written = self
             .store
@@ -580,7 +584,7 @@ impl Engine {
                     cache.remove(port);
                 }
                 for (b, input) in fresh {
-                    cache.insert(b.portdev.clone(), (b, input));
+                    cache.insert(b.portdev.to_string(), (b, input));
                 }
                 drop(cache);
                 info!("filter {name} defined ({} binding(s) use it): {m}", affected.len());
@@ -642,7 +646,7 @@ impl Engine {
         for document in documents {
             let (b, w) = parse_binding(document)?;
             warnings.extend(w);
-            let port = b.portdev.clone();
+            let port = b.portdev.to_string();
             if bindings.contains_key(&port) {
                 return Err(err(ErrorCode::Exists, format!("port {port} is already bound (delete its binding first)")));
             }
@@ -655,19 +659,19 @@ impl Engine {
         // Compile them even when their ports do not exist yet, so errors show
         // now; planning reuses the results.
         // Ports may have appeared since the last link event was handled.
-        if parsed.iter().any(|b| !self.links.contains_key(&b.portdev)) {
+        if parsed.iter().any(|b| !self.links.contains_key(b.portdev.as_str())) {
             self.refresh_links()?;
         }
         let links = &self.links;
         let items: Vec<(&Binding, bool)> =
-            parsed.iter().map(|b| (b, links.get(&b.portdev).is_some_and(|bridged| !bridged))).collect();
+            parsed.iter().map(|b| (b, links.get(b.portdev.as_str()).is_some_and(|bridged| !bridged))).collect();
         let t1 = std::time::Instant::now();
         let compiled = compile_all(&self.lib, &items);
         tracing::debug!("parsed {} binding(s) in {:?}, compiled in {:?}", items.len(), t1 - t0, t1.elapsed());
         for (b, input) in parsed.iter().zip(compiled) {
             let input = input.map_err(|e| err(ErrorCode::Invalid, e.to_string()))?;
-            tried.push(b.portdev.clone());
-            self.compiled.borrow_mut().insert(b.portdev.clone(), (b.clone(), input));
+            tried.push(b.portdev.to_string());
+            self.compiled.borrow_mut().insert(b.portdev.to_string(), (b.clone(), input));
         }
         added.extend(parsed);
         let plan = self.desired(&self.lib, &bindings, true)?;
@@ -682,7 +686,7 @@ impl Engine {
             Ok(m) => {
                 self.bindings = bindings;
                 for b in &added {
-                    self.blocked.remove(&b.portdev);
+                    self.blocked.remove(b.portdev.as_str());
                 }
                 let message = if let [b] = added.as_slice() {
                     let port = &b.portdev;

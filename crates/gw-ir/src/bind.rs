@@ -74,20 +74,20 @@ pub fn bind(src: &dyn FilterSource, b: &Binding) -> Result<Bound, BindError> {
 
 fn filter_of<'a>(src: &'a dyn FilterSource, b: &Binding) -> Result<&'a gw_model::Filter, BindError> {
     src.filter(&b.filterref.filter)
-        .ok_or_else(|| BindError::UnknownFilter { port: b.portdev.clone(), filter: b.filterref.filter.clone() })
+        .ok_or_else(|| BindError::UnknownFilter { port: b.portdev.to_string(), filter: b.filterref.filter.clone() })
 }
 
 /// The program shape of a binding's filter, the same for every port bound to
 /// it (callers bind many ports to one filter: compute it once per filter).
 pub fn template_of(src: &dyn FilterSource, b: &Binding) -> Result<PortProgram, BindError> {
-    let port = || b.portdev.clone();
+    let port = || b.portdev.to_string();
     let shape = template(src, filter_of(src, b)?).map_err(|source| BindError::Resolve { port: port(), source })?;
     lower(&shape).map_err(|e| BindError::Lower { port: port(), source: Box::new(e) })
 }
 
 /// A binding's own rules and program.
 pub fn concrete_of(src: &dyn FilterSource, b: &Binding) -> Result<(Resolved, PortProgram), BindError> {
-    let port = || b.portdev.clone();
+    let port = || b.portdev.to_string();
     let resolved = resolve_with(src, filter_of(src, b)?, &binding_params(b), &ResolveOptions::for_binding())
         .map_err(|source| BindError::Resolve { port: port(), source })?;
     let concrete = lower(&resolved).map_err(|e| BindError::Lower { port: port(), source: Box::new(e) })?;
@@ -96,12 +96,12 @@ pub fn concrete_of(src: &dyn FilterSource, b: &Binding) -> Result<(Resolved, Por
 
 /// A filter walked once for [`concrete_with`] (many bindings of one filter).
 pub fn prepared<'a>(src: &'a dyn FilterSource, b: &Binding) -> Result<Prepared<'a>, BindError> {
-    prepare(src, filter_of(src, b)?).map_err(|source| BindError::Resolve { port: b.portdev.clone(), source })
+    prepare(src, filter_of(src, b)?).map_err(|source| BindError::Resolve { port: b.portdev.to_string(), source })
 }
 
 /// [`concrete_of`] for a binding of a [`prepared`] filter.
 pub fn concrete_with(p: &Prepared, b: &Binding) -> Result<(Resolved, PortProgram), BindError> {
-    let port = || b.portdev.clone();
+    let port = || b.portdev.to_string();
     let resolved = p
         .resolve(&binding_params(b), &ResolveOptions::for_binding())
         .map_err(|source| BindError::Resolve { port: port(), source })?;

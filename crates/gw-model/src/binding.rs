@@ -12,7 +12,7 @@ pub struct Binding {
     /// The guest the port belongs to.
     pub owner: Owner,
     /// The host-side interface of the guest NIC (tap, vif, veth).
-    pub portdev: String,
+    pub portdev: IfName,
     /// The device the port is linked to (macvtap), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub linkdev: Option<String>,
@@ -161,7 +161,7 @@ impl Binding {
         }
         check_no_control("owner name", &self.owner.name).map_err(field("owner.name"))?;
         check_no_control("owner uuid", &self.owner.uuid).map_err(field("owner.uuid"))?;
-        check_ifname(&self.portdev).map_err(field("portdev"))?;
+        // portdev is an IfName: checked when it was made.
         if let Some(l) = &self.linkdev {
             check_ifname(l).map_err(field("linkdev"))?;
         }
@@ -176,6 +176,76 @@ impl Binding {
             check_param(name, values)?;
         }
         Ok(())
+    }
+}
+
+/// A Linux interface name that guestwall can filter, checked once where it
+/// comes in ([`check_ifname`]): code that holds one never checks again.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IfName(String);
+
+impl IfName {
+    /// `name`, if it is an interface name guestwall can filter.
+    pub fn new(name: impl Into<String>) -> Result<IfName, String> {
+        let name = name.into();
+        check_ifname(&name)?;
+        Ok(IfName(name))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for IfName {
+    type Error = String;
+    fn try_from(s: String) -> Result<IfName, String> {
+        IfName::new(s)
+    }
+}
+
+impl From<IfName> for String {
+    fn from(n: IfName) -> String {
+        n.0
+    }
+}
+
+impl std::ops::Deref for IfName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::borrow::Borrow<str> for IfName {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for IfName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for IfName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl PartialEq<str> for IfName {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for IfName {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
     }
 }
 
@@ -206,6 +276,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_ifname_is_checked_once_where_it_is_made() {
+        let n = IfName::new("vnet0").expect("valid");
+        assert_eq!(n, "vnet0");
+        assert_eq!(n.len(), 5, "reads as a str");
+        assert!(IfName::new("a/b").is_err());
+        let json: IfName = serde_json::from_str("\".hid\"").expect("a hidden name is a name");
+        assert_eq!(json.as_str(), ".hid");
+        let bad = serde_json::from_str::<IfName>("\"v\\\\*\"").expect_err("ends in \\*");
+        assert!(bad.to_string().contains("cannot be filtered"), "{bad}");
+        assert_eq!(serde_json::to_string(&n).expect("json"), "\"vnet0\"");
+    }
+
+    #[test]
     fn ifnames() {
         assert!(check_ifname("vnet0").is_ok());
         assert!(check_ifname("a-very-long-name0").is_err());
@@ -218,7 +301,7 @@ mod tests {
     fn binding(params: &[(&str, &[&str])]) -> Binding {
         Binding {
             owner: Owner { name: "vm".into(), uuid: "5c6d49af-b071-6127-b4ec-6f8ed4b55335".into() },
-            portdev: "vnet0".into(),
+            portdev: IfName::new("vnet0").expect("ifname"),
             linkdev: None,
             mac: MacAddr([0x52, 0x54, 0, 0, 0, 1]),
             filterref: FilterRef {

@@ -19,7 +19,7 @@ pub mod protocol;
 pub mod text;
 pub mod value;
 
-pub use binding::{check_ifname, check_param, Binding, BindingError, Owner, ParamError, MAX_PARAM_VALUES};
+pub use binding::{check_ifname, check_param, Binding, BindingError, IfName, Owner, ParamError, MAX_PARAM_VALUES};
 pub use filter::{
     check_chain_name, check_filter_name, default_chain_priority, Action, Direction, Entry, FieldValue, Filter,
     FilterRef, FixupChange, ProtocolMatch, Rule, DEFAULT_RULE_PRIORITY,

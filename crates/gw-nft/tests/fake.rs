@@ -16,7 +16,7 @@ const F: Features =
 fn port(lib: &Library, port: &str, n: u8, filter: &str, routed: bool) -> PortInput {
     let b = Binding {
         owner: Owner { name: format!("g{n}"), uuid: "00000000-0000-4000-8000-000000000001".into() },
-        portdev: port.into(),
+        portdev: gw_model::IfName::new(port).expect("ifname"),
         linkdev: None,
         mac: MacAddr::parse(&format!("52:54:00:00:00:{n:02x}")).expect("mac"),
         filterref: FilterRef {

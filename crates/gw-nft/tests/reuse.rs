@@ -18,7 +18,7 @@ const F: Features = Features {
 fn binding(n: u8, filter: &str) -> Binding {
     Binding {
         owner: Owner { name: format!("g{n}"), uuid: "00000000-0000-4000-8000-000000000001".into() },
-        portdev: format!("vnet{n}"),
+        portdev: gw_model::IfName::new(format!("vnet{n}")).expect("ifname"),
         linkdev: None,
         mac: MacAddr::parse(&format!("52:54:00:00:00:{n:02x}")).expect("mac"),
         filterref: FilterRef {
@@ -30,7 +30,7 @@ fn binding(n: u8, filter: &str) -> Binding {
 
 fn input(lib: &Library, b: &Binding) -> PortInput {
     let bound = gw_ir::bind(lib, b).expect("bind");
-    port_input(b.portdev.clone(), b.filterref.filter.clone(), bound.template.into(), &bound.concrete.into(), false)
+    port_input(b.portdev.to_string(), b.filterref.filter.clone(), bound.template.into(), &bound.concrete.into(), false)
 }
 
 fn with_filter(xml: &str) -> Library {

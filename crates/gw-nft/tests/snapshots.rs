@@ -9,7 +9,7 @@ use gw_nft::{build, port_input, Features, StateSource};
 fn binding(port: &str, mac: &str, filter: &str, params: &[(&str, &str)]) -> Binding {
     Binding {
         owner: Owner { name: format!("guest-{port}"), uuid: "00000000-0000-4000-8000-000000000001".into() },
-        portdev: port.into(),
+        portdev: gw_model::IfName::new(port).expect("ifname"),
         linkdev: None,
         mac: MacAddr::parse(mac).expect("mac"),
         filterref: FilterRef {
@@ -39,7 +39,13 @@ fn builtin_rulesets() {
             let p: Vec<(&str, &str)> = p.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let b = binding(&format!("vnet{n}"), &format!("52:54:00:00:00:0{n}"), name, &p);
             let bound = gw_ir::bind(&lib, &b).unwrap_or_else(|e| panic!("{name}: {e}"));
-            inputs.push(port_input(b.portdev, name.to_string(), bound.template.into(), &bound.concrete.into(), false));
+            inputs.push(port_input(
+                b.portdev.into(),
+                name.to_string(),
+                bound.template.into(),
+                &bound.concrete.into(),
+                false,
+            ));
         }
         let f = Features {
             state: StateSource::BrNetfilterMark,

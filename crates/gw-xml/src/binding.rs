@@ -6,7 +6,7 @@ use crate::read::{params_of, parse_doc, parse_uuid, ParamMode, Reader};
 use crate::write::{escape, write_filterref};
 use gw_model::filter::check_filter_name;
 use gw_model::text::check_no_control;
-use gw_model::{check_ifname, Binding, FilterRef, MacAddr, Owner};
+use gw_model::{check_ifname, Binding, FilterRef, IfName, MacAddr, Owner};
 use roxmltree::Node;
 use std::fmt::Write as _;
 
@@ -50,12 +50,12 @@ pub fn read_binding(text: &str) -> Result<crate::Parsed<Binding>, ReadError> {
             }
         }
     }
-    let mut portdev = String::new();
+    let mut portdev = None;
     match child("portdev") {
         None => r.node(e, root, "missing <portdev name='...'/>".into()),
         Some(p) => match p.attribute("name") {
-            Some(n) => match check_ifname(n) {
-                Ok(()) => portdev = n.to_string(),
+            Some(n) => match IfName::new(n) {
+                Ok(name) => portdev = Some(name),
                 Err(m) => r.attr(e, p, "name", m),
             },
             None => r.node(e, p, "portdev needs name='...'".into()),
@@ -95,9 +95,10 @@ pub fn read_binding(text: &str) -> Result<crate::Parsed<Binding>, ReadError> {
         },
     }
     let (errors, quirks): (Vec<_>, Vec<_>) = r.finish().into_iter().partition(|d| d.severity == Severity::Error);
-    if !errors.is_empty() {
-        return Err(ReadError { errors });
-    }
+    let portdev = match portdev {
+        Some(p) if errors.is_empty() => p,
+        _ => return Err(ReadError { errors }),
+    };
     Ok(crate::Parsed { value: Binding { owner, portdev, linkdev, mac, filterref }, quirks })
 }
 
