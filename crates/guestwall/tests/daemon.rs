@@ -8,13 +8,6 @@ use std::time::Duration;
 mod common;
 use common::*;
 
-const POLICY: &str = "<filter name='policy'>
-  <filterref filter='clean-traffic'/>
-  <rule action='accept' direction='in'><tcp dstportstart='PORT'/></rule>
-  <rule action='drop' direction='in'><tcp/></rule>
-</filter>
-";
-
 #[test]
 fn define_bind_redefine_heal_restart() {
     let mut t = TestHost::new(1);

@@ -28,9 +28,9 @@ fn spoof_arrives(t: &TestHost, i: usize, tag: &str) -> bool {
     t.frame_arrives(&g.ns, &f, &t.peer.ns, &format!("p.haslayer(Raw) and bytes(p[Raw].load) == b'{tag}'"))
 }
 
-#[test]
-fn add_move_remove_one_binding() {
-    let t = TestHost::new(2);
+/// The built-ins and a filter `web` (its port may send only from `$IP`),
+/// and the br_netfilter features.
+fn with_web() -> (Library, Features) {
     let mut lib = Library::builtins().expect("built-ins");
     let web = gw_xml::read_filter(
         "<filter name='web'><rule action='accept' direction='out'><ip srcipaddr='$IP'/></rule><rule action='drop' direction='out'/></filter>",
@@ -44,6 +44,13 @@ fn add_move_remove_one_binding() {
         counters: false,
         mark: gw_nft::MarkBits::DEFAULT,
     };
+    (lib, f)
+}
+
+#[test]
+fn add_move_remove_one_binding() {
+    let t = TestHost::new(2);
+    let (lib, f) = with_web();
     t.exec(&t.host, &["sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=1"]);
 
     let a = vec![input(&lib, &t, 1, "clean-traffic", &[("IP", "192.0.2.1")])];
@@ -205,19 +212,7 @@ fn canonical(listing: &str) -> Vec<String> {
 #[test]
 fn routed_port_changes_are_deltas_in_the_kernel() {
     let t = TestHost::new_routed();
-    let mut lib = Library::builtins().expect("built-ins");
-    let web = gw_xml::read_filter(
-        "<filter name='web'><rule action='accept' direction='out'><ip srcipaddr='$IP'/></rule><rule action='drop' direction='out'/></filter>",
-    )
-    .expect("filter")
-    .value;
-    lib.insert(web, Origin::Builtin);
-    let f = Features {
-        state: StateSource::BrNetfilterMark,
-        bridge_reject: false,
-        counters: false,
-        mark: gw_nft::MarkBits::DEFAULT,
-    };
+    let (lib, f) = with_web();
     let routed = |filter: &str, ip: &str| {
         let mut p = input(&lib, &t, 1, filter, &[("IP", ip)]);
         p.routed = true;

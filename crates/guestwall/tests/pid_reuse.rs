@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{wait_for, Daemon};
+use common::{wait_for, Daemon, POLICY};
 
 /// The tests move the system's pid cursor: one at a time.
 static PIDS: Mutex<()> = Mutex::new(());
@@ -169,13 +169,6 @@ fn map_with(ruleset: &str, port: &str) -> Option<(String, String)> {
     None
 }
 
-const POLICY: &str = "<filter name='policy'>
-  <filterref filter='clean-traffic'/>
-  <rule action='accept' direction='in'><tcp dstportstart='22'/></rule>
-  <rule action='drop' direction='in'><tcp/></rule>
-</filter>
-";
-
 /// The daemon commits with `nft -f` (a reload); once that nft is reaped, a
 /// foreign nft gets its pid and deletes a port's map entry: the daemon must
 /// put it back. (With the committing pids remembered as ours, it did not.)
@@ -186,7 +179,7 @@ fn foreign_change_from_a_reused_pid_is_healed() {
     let dir = t.dir.join("gw");
     let d = Daemon::start(&mut t, &dir);
     let g1 = t.guest(1).clone();
-    let f = t.filter_file("policy.xml", POLICY);
+    let f = t.filter_file("policy.xml", &POLICY.replace("PORT", "22"));
     d.ok(&["filter", "define", &f]);
     let b = t.binding(1, "policy", &[("IP", &g1.ip)]);
     d.ok(&["binding", "create", b.to_str().expect("path")]);

@@ -117,3 +117,12 @@ pub fn wait_for(mut cond: impl FnMut() -> bool, what: &str) -> Duration {
     }
     panic!("{what} did not happen within 5 s");
 }
+
+/// A filter: clean-traffic, plus TCP to the guest only on port `PORT`
+/// (replace it before use).
+pub const POLICY: &str = "<filter name='policy'>
+  <filterref filter='clean-traffic'/>
+  <rule action='accept' direction='in'><tcp dstportstart='PORT'/></rule>
+  <rule action='drop' direction='in'><tcp/></rule>
+</filter>
+";
