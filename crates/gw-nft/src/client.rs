@@ -226,7 +226,18 @@ mod tests {
 
     fn run_fake(name: &str, body: &str) -> Result<(), NftError> {
         let path = fake_nft(name, body);
-        let r = run_program(path.as_os_str(), "table inet x {}\n", true);
+        // Another test thread forking while the script was being written
+        // can hold it open for a moment: exec then fails with ETXTBSY.
+        let mut r = run_program(path.as_os_str(), "table inet x {}\n", true);
+        for _ in 0..50 {
+            match &r {
+                Err(NftError::Spawn(e)) if e.raw_os_error() == Some(libc::ETXTBSY) => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    r = run_program(path.as_os_str(), "table inet x {}\n", true);
+                }
+                _ => break,
+            }
+        }
         let _ = std::fs::remove_dir_all(path.parent().expect("dir"));
         r
     }

@@ -1,50 +1,46 @@
 //! nf_tables over netlink, for the two jobs where running `nft` costs
 //! O(ruleset) whatever the size of the change: adding and removing set and
 //! map elements (a port coming or going), and following the kernel's
-//! ruleset events (healing).
+//! ruleset events (healing). Rules, chains and sets are still written as nft
+//! text and loaded by `nft -f`, whose errors users can read.
 //!
-//! Hand-rolled on purpose, and kept to these two jobs: the nf_tables
-//! netlink crates are GPL (rustables) or bind GPL C libraries (nftnl,
-//! libnftables), and what we need is a few attribute encodings of
-//! `include/uapi/linux/netfilter/nf_tables.h`. Rules, chains and sets are
-//! still written as nft text and loaded by `nft -f`, whose errors users can
-//! read.
+//! Messages and attributes are those of `netlink-packet-netfilter` 0.4 (MIT)
+//! and `netlink-packet-core` 0.9 (MIT): batch begin and end, set element
+//! lists with keys and goto verdicts, GETGEN/NEWGEN and GETTABLE are built
+//! from their types, and replies and events are framed by their buffers. Two
+//! places use the crates' lower layers instead of their typed trees, for
+//! speed (measured on this 2-core machine; see `element_lists` and
+//! [`watch`]). Socket options are plain `setsockopt` calls: `netlink-sys`
+//! 0.9 has no `SO_SNDBUFFORCE`, `SO_RCVBUFFORCE` or `SO_RCVTIMEO`, and
+//! [`commit_quietly`] leaves and rejoins the event group of the watcher's
+//! socket, which another thread owns, by its file descriptor.
 
+use netlink_packet_core::{
+    DefaultNla, Emitable, ErrorBuffer, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NlasIterator,
+    ParseableParametrized, NLA_F_NESTED, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST,
+};
+use netlink_packet_netfilter::nftables::{
+    DataAttribute, GenAttribute, GenMessage, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementList,
+    SetElementMessage, TableAttribute, TableMessage, Verdict, VerdictAttribute,
+};
+use netlink_packet_netfilter::none::ControlMessage;
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterMessageInner};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
-const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
-const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFNLGRP_NFTABLES: u32 = 7;
 
-const NFT_MSG_GETTABLE: u16 = 1;
 const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_DESTROYTABLE: u16 = 26;
-const NFT_MSG_NEWSETELEM: u16 = 12;
-const NFT_MSG_DELSETELEM: u16 = 14;
 const NFT_MSG_NEWGEN: u16 = 15;
-const NFT_MSG_GETGEN: u16 = 16;
-const NFTA_GEN_ID: u16 = 1;
 
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_CREATE: u16 = 0x400;
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLA_F_NESTED: u16 = 0x8000;
-
-const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
-const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+/// `NFTA_SET_ELEM_LIST_ELEMENTS`, for the element list [`element_lists`]
+/// encodes.
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
-const NFTA_LIST_ELEM: u16 = 1;
-const NFTA_SET_ELEM_KEY: u16 = 1;
-const NFTA_SET_ELEM_DATA: u16 = 2;
-const NFTA_DATA_VALUE: u16 = 1;
-const NFTA_DATA_VERDICT: u16 = 2;
-const NFTA_VERDICT_CODE: u16 = 1;
-const NFTA_VERDICT_CHAIN: u16 = 2;
-const NFT_GOTO: i32 = -4;
-const NFTA_GEN_PROC_PID: u16 = 2;
+/// The table's name is attribute 1 of every table, chain, rule, set,
+/// element, object and flowtable message (`NFTA_TABLE_NAME`,
+/// `NFTA_CHAIN_TABLE`, `NFTA_RULE_TABLE`, ...).
+const NFTA_ANY_TABLE: u16 = 1;
 
 /// `NFPROTO_INET`.
 pub const FAMILY_INET: u8 = 1;
@@ -90,64 +86,78 @@ fn align4(n: usize) -> usize {
     (n + 3) & !3
 }
 
-/// Builds netlink messages into one buffer.
-struct Writer {
+/// Netlink messages serialized into one buffer, numbered from 1.
+struct Batch {
     buf: Vec<u8>,
-    /// Start of the current message, and of each open nested attribute.
-    msg: usize,
-    nests: Vec<usize>,
     seq: u32,
 }
 
-impl Writer {
-    fn new() -> Writer {
-        Writer { buf: Vec::new(), msg: 0, nests: Vec::new(), seq: 1 }
+impl Batch {
+    fn new() -> Batch {
+        Batch { buf: Vec::new(), seq: 1 }
     }
 
-    fn begin(&mut self, ty: u16, flags: u16, family: u8, res_id: u16) {
-        self.msg = self.buf.len();
-        self.buf.extend_from_slice(&0u32.to_ne_bytes());
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
-        self.buf.extend_from_slice(&flags.to_ne_bytes());
-        self.buf.extend_from_slice(&self.seq.to_ne_bytes());
-        self.buf.extend_from_slice(&0u32.to_ne_bytes());
+    /// Appends a message; returns its sequence number.
+    fn push(&mut self, flags: u16, family: u8, res_id: u16, inner: impl Into<NetfilterMessageInner>) -> u32 {
+        let seq = self.seq;
         self.seq += 1;
-        // nfgenmsg: family, version, res_id (big endian)
-        self.buf.extend_from_slice(&[family, 0]);
-        self.buf.extend_from_slice(&res_id.to_be_bytes());
+        let mut header = NetlinkHeader::default();
+        header.flags = flags;
+        header.sequence_number = seq;
+        let nfgenmsg = NetfilterHeader::new(family.into(), 0, res_id);
+        let mut m = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(NetfilterMessage::new(nfgenmsg, inner)));
+        m.finalize();
+        let at = self.buf.len();
+        self.buf.resize(at + m.buffer_len(), 0);
+        m.serialize(&mut self.buf[at..]);
+        seq
     }
+}
 
-    fn end(&mut self) {
-        let len = (self.buf.len() - self.msg) as u32;
-        self.buf[self.msg..self.msg + 4].copy_from_slice(&len.to_ne_bytes());
+/// One element of a set or map change: its key and, when added to a
+/// verdict map, `goto` its chain.
+fn element(key: &[u8], goto: Option<&str>) -> ListAttribute<SetElementAttribute> {
+    let mut attrs = vec![SetElementAttribute::Key(DataAttribute::Value(key.to_vec()))];
+    if let Some(chain) = goto {
+        attrs.push(SetElementAttribute::Data(DataAttribute::Verdict(vec![
+            VerdictAttribute::Code(Verdict::Goto),
+            VerdictAttribute::Chain(chain.to_owned()),
+        ])));
     }
+    ListAttribute::Element(attrs)
+}
 
-    fn attr(&mut self, ty: u16, data: &[u8]) {
-        let len = 4 + data.len();
-        self.buf.extend_from_slice(&(len as u16).to_ne_bytes());
-        self.buf.extend_from_slice(&ty.to_ne_bytes());
-        self.buf.extend_from_slice(data);
-        self.buf.resize(self.buf.len() + align4(len) - len, 0);
-    }
-
-    fn attr_str(&mut self, ty: u16, s: &str) {
-        let mut d = s.as_bytes().to_vec();
-        d.push(0);
-        self.attr(ty, &d);
-    }
-
-    fn open(&mut self, ty: u16) {
-        self.nests.push(self.buf.len());
-        self.buf.extend_from_slice(&[0, 0]);
-        self.buf.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
-    }
-
-    fn close(&mut self) {
-        if let Some(at) = self.nests.pop() {
-            let len = (self.buf.len() - at) as u16;
-            self.buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
+/// The elements of `c`, encoded as `NFTA_SET_ELEM_LIST_ELEMENTS` values of
+/// at most [`ELEMENTS_PER_MESSAGE_BYTES`] each, one per message.
+///
+/// Each element is emitted by `netlink-packet-netfilter` 0.4 on its own,
+/// and the lists are wrapped as a `DefaultNla`, rather than emitting one
+/// `SetElementList::Elements` tree: netlink-packet-core 0.9 recomputes a
+/// nested attribute's length at every level of every emit, so the whole
+/// tree took 10 ms to encode 20,000 verdict-map elements and 21 ms for the
+/// 80,000 elements of 10,000 ports (by hand: 1 and 3 ms; the kernel commits
+/// them in 42 and 146 ms). Element by element it is about half that, and
+/// committing those 80,000 elements takes as long as with the hand-written
+/// encoder it replaced (126-160 ms against 128-176 ms, 5 runs). Emitting
+/// each element once also gives its exact size, which splitting into
+/// messages needs.
+fn element_lists(c: &SetChange) -> Vec<Vec<u8>> {
+    let mut lists = Vec::new();
+    let mut list = Vec::new();
+    for (key, goto) in &c.elements {
+        let e = element(key, if c.add { goto.as_deref() } else { None });
+        let size = e.buffer_len();
+        if !list.is_empty() && list.len() + size > ELEMENTS_PER_MESSAGE_BYTES {
+            lists.push(std::mem::take(&mut list));
         }
+        let at = list.len();
+        list.resize(at + size, 0);
+        e.emit(&mut list[at..]);
     }
+    if !list.is_empty() {
+        lists.push(list);
+    }
+    lists
 }
 
 fn socket() -> std::io::Result<Socket> {
@@ -185,60 +195,56 @@ fn force_buffer(s: &Socket, opt: libc::c_int, bytes: usize) {
     setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, opt, &(bytes.min(i32::MAX as usize) as libc::c_int));
 }
 
-/// The netlink messages in a buffer as read: each one's type, sequence
-/// number and payload after the header.
-pub fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, u32, &[u8])> {
+/// The netlink messages in a buffer as read, each framed by
+/// netlink-packet-core's `NetlinkBuffer` (its length checked).
+fn frames(buf: &[u8]) -> impl Iterator<Item = NetlinkBuffer<&[u8]>> {
     let mut at = 0;
     std::iter::from_fn(move || {
-        if at + 16 > buf.len() {
-            return None;
-        }
-        let len = u32::from_ne_bytes(buf[at..at + 4].try_into().ok()?) as usize;
-        if len < 16 || at + len > buf.len() {
-            return None;
-        }
-        let ty = u16::from_ne_bytes(buf[at + 4..at + 6].try_into().ok()?);
-        let seq = u32::from_ne_bytes(buf[at + 8..at + 12].try_into().ok()?);
-        let payload = &buf[at + 16..at + len];
-        at += align4(len);
-        Some((ty, seq, payload))
+        let m = NetlinkBuffer::new_checked(buf.get(at..)?).ok()?;
+        at += align4(m.length() as usize);
+        Some(m)
     })
-}
-
-/// The netlink attributes in `b`: (type without flags, data).
-pub fn attributes(b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    let mut at = 0;
-    std::iter::from_fn(move || {
-        if at + 4 > b.len() {
-            return None;
-        }
-        let len = u16::from_ne_bytes([b[at], b[at + 1]]) as usize;
-        let ty = u16::from_ne_bytes([b[at + 2], b[at + 3]]) & 0x3fff;
-        if len < 4 || at + len > b.len() {
-            return None;
-        }
-        let data = &b[at + 4..at + len];
-        at += align4(len);
-        Some((ty, data))
-    })
-}
-
-/// Attributes of an nf_tables payload, after its nfgenmsg.
-fn attrs(payload: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    attributes(payload.get(4..).unwrap_or_default())
-}
-
-/// A string attribute without its terminating NUL.
-pub fn cstr(d: &[u8]) -> &[u8] {
-    d.split(|b| *b == 0).next().unwrap_or(d)
 }
 
 /// For an error (or acknowledgement) message: its errno, 0 for success.
-pub fn error_code(ty: u16, payload: &[u8]) -> Option<i32> {
-    match (ty, payload.get(..4)) {
-        (NLMSG_ERROR, Some(c)) => Some(-i32::from_ne_bytes([c[0], c[1], c[2], c[3]])),
-        _ => None,
+fn error_code(m: &NetlinkBuffer<&[u8]>) -> Option<i32> {
+    if m.message_type() != NLMSG_ERROR {
+        return None;
     }
+    let e = ErrorBuffer::new_checked(m.payload()).ok()?;
+    Some(e.code().map_or(0, |c| -c.get()))
+}
+
+fn nf_tables(msg: NfTablesMessage) -> NetfilterMessageInner {
+    NetfilterMessageInner::NfTables(msg)
+}
+
+/// An nf_tables message's type (`NFT_MSG_*`), or `None` for other subsystems.
+fn nf_tables_type(m: &NetlinkBuffer<&[u8]>) -> Option<u16> {
+    let ty = m.message_type();
+    (ty >> 8 == NFNL_SUBSYS_NFTABLES).then_some(ty & 0xff)
+}
+
+/// A NEWGEN message's generation and committing process, if it has them.
+fn new_gen(m: &NetlinkBuffer<&[u8]>) -> (Option<u32>, Option<u32>) {
+    let (mut id, mut pid) = (None, None);
+    if let Ok(NetfilterMessage { inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewGen(g)), .. }) =
+        NetfilterMessage::parse_with_param(m.payload(), m.message_type())
+    {
+        for a in g.attributes {
+            match a {
+                GenAttribute::Id(v) => id = Some(v),
+                GenAttribute::ProcPid(v) => pid = Some(v),
+                _ => {}
+            }
+        }
+    }
+    (id, pid)
+}
+
+/// A string attribute without its terminating NUL.
+fn without_nul(d: &[u8]) -> &[u8] {
+    d.split(|b| *b == 0).next().unwrap_or(d)
 }
 
 /// Applies all `changes` in one nf_tables transaction: all of them take
@@ -250,48 +256,34 @@ pub fn commit(changes: &[SetChange]) -> Result<(), NetlinkError> {
 /// [`commit`]; `heard`: the watcher hears the commit's events, so a ticket
 /// waits for its generation (see [`crate::tickets`]).
 fn commit_with(changes: &[SetChange], heard: bool) -> Result<(), NetlinkError> {
-    let mut w = Writer::new();
-    w.begin(NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES);
-    w.end();
+    let mut b = Batch::new();
+    b.push(NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES, ControlMessage::BatchBegin);
     let mut what = std::collections::BTreeMap::new();
     for c in changes {
-        let (ty, flags, verb) = if c.add {
-            ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK, "adding to")
+        let (flags, verb) = if c.add {
+            (NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK, "adding to")
         } else {
-            ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK, "deleting from")
+            (NLM_F_REQUEST | NLM_F_ACK, "deleting from")
         };
-        for chunk in chunks(&c.elements) {
-            what.insert(w.seq, format!("{verb} set {} {}", c.table, c.set));
-            w.begin(ty, flags, c.family, 0);
-            w.attr_str(NFTA_SET_ELEM_LIST_TABLE, &c.table);
-            w.attr_str(NFTA_SET_ELEM_LIST_SET, &c.set);
-            w.open(NFTA_SET_ELEM_LIST_ELEMENTS);
-            for (key, goto) in chunk {
-                w.open(NFTA_LIST_ELEM);
-                w.open(NFTA_SET_ELEM_KEY);
-                w.attr(NFTA_DATA_VALUE, key);
-                w.close();
-                if let (true, Some(chain)) = (c.add, goto) {
-                    w.open(NFTA_SET_ELEM_DATA);
-                    w.open(NFTA_DATA_VERDICT);
-                    w.attr(NFTA_VERDICT_CODE, &NFT_GOTO.to_be_bytes());
-                    w.attr_str(NFTA_VERDICT_CHAIN, chain);
-                    w.close();
-                    w.close();
-                }
-                w.close();
-            }
-            w.close();
-            w.end();
+        for list in element_lists(c) {
+            let msg = SetElementMessage {
+                attributes: vec![
+                    SetElementList::Table(c.table.clone()),
+                    SetElementList::Set(c.set.clone()),
+                    SetElementList::Other(DefaultNla::new(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, list)),
+                ],
+            };
+            let msg = if c.add { NfTablesMessage::NewSetElement(msg) } else { NfTablesMessage::DeleteSetElement(msg) };
+            let seq = b.push(flags, c.family, 0, nf_tables(msg));
+            what.insert(seq, format!("{verb} set {} {}", c.table, c.set));
         }
     }
     if what.is_empty() {
         return Ok(());
     }
-    w.begin(NFNL_MSG_BATCH_END, NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES);
-    w.end();
+    b.push(NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES, ControlMessage::BatchEnd);
     let s = socket()?;
-    force_buffer(&s, libc::SO_SNDBUFFORCE, w.buf.len() + 4096);
+    force_buffer(&s, libc::SO_SNDBUFFORCE, b.buf.len() + 4096);
     force_buffer(&s, libc::SO_RCVBUFFORCE, 1 << 20);
     recv_timeout(&s, 30);
     // The kernel names the committing thread in its generation event: this
@@ -299,7 +291,7 @@ fn commit_with(changes: &[SetChange], heard: bool) -> Result<(), NetlinkError> {
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() } as u32;
     let ticket = heard.then(|| crate::tickets::claim(tid, || generation().ok()));
-    let r = send_batch(&s, &w.buf, &what);
+    let r = send_batch(&s, &b.buf, &what);
     if let Some(ticket) = ticket {
         match &r {
             // The batch was rolled back whole: no generation.
@@ -319,11 +311,11 @@ fn send_batch(s: &Socket, batch: &[u8], what: &std::collections::BTreeMap<u32, S
     let mut buf = vec![0u8; 1 << 16];
     while pending > 0 {
         let n = s.recv(&mut &mut buf[..], 0)?;
-        for (ty, seq, payload) in messages(&buf[..n]) {
-            match error_code(ty, payload) {
+        for m in frames(&buf[..n]) {
+            match error_code(&m) {
                 Some(0) => pending = pending.saturating_sub(1),
                 Some(errno) => {
-                    let what = what.get(&seq).cloned().unwrap_or_else(|| "the batch".into());
+                    let what = what.get(&m.sequence_number()).cloned().unwrap_or_else(|| "the batch".into());
                     return Err(NetlinkError::Refused { what, err: std::io::Error::from_raw_os_error(errno) });
                 }
                 None => {}
@@ -333,45 +325,26 @@ fn send_batch(s: &Socket, batch: &[u8], what: &std::collections::BTreeMap<u32, S
     Ok(())
 }
 
-fn chunks(elements: &[(Vec<u8>, Option<String>)]) -> Vec<&[(Vec<u8>, Option<String>)]> {
-    let mut out = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, (k, g)) in elements.iter().enumerate() {
-        let size = 24 + align4(k.len()) + g.as_ref().map_or(0, |c| 28 + align4(c.len() + 1));
-        if bytes + size > ELEMENTS_PER_MESSAGE_BYTES && i > start {
-            out.push(&elements[start..i]);
-            start = i;
-            bytes = 0;
-        }
-        bytes += size;
-    }
-    if start < elements.len() {
-        out.push(&elements[start..]);
-    }
-    out
-}
-
 /// The event socket of [`watch`], while it runs (-1 before).
 static WATCH_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
 /// The ruleset's generation: the kernel counts every committed transaction.
 pub fn generation() -> Result<u32, NetlinkError> {
-    let mut w = Writer::new();
-    w.begin((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, NLM_F_REQUEST, 0, 0);
-    w.end();
+    let mut b = Batch::new();
+    b.push(NLM_F_REQUEST, 0, 0, nf_tables(NfTablesMessage::GetGen(GenMessage { attributes: Vec::new() })));
     let s = socket()?;
     recv_timeout(&s, 5);
-    s.send(&w.buf, 0)?;
+    s.send(&b.buf, 0)?;
     let mut buf = vec![0u8; 1 << 12];
     loop {
         let n = s.recv(&mut &mut buf[..], 0)?;
-        for (ty, _, payload) in messages(&buf[..n]) {
-            if ty == (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN {
-                if let Some(d) = attrs(payload).find(|(t, _)| *t == NFTA_GEN_ID).and_then(|(_, d)| d.get(..4)) {
-                    return Ok(u32::from_be_bytes([d[0], d[1], d[2], d[3]]));
+        for m in frames(&buf[..n]) {
+            if nf_tables_type(&m) == Some(NFT_MSG_NEWGEN) {
+                if let (Some(generation), _) = new_gen(&m) {
+                    return Ok(generation);
                 }
             }
-            if let Some(errno) = error_code(ty, payload) {
+            if let Some(errno) = error_code(&m) {
                 return Err(NetlinkError::Io(std::io::Error::from_raw_os_error(errno)));
             }
         }
@@ -411,26 +384,25 @@ pub fn commit_quietly(changes: &[SetChange]) -> Result<bool, NetlinkError> {
 
 /// Whether table `name` of `family` exists (in this network namespace).
 pub fn table_exists(family: u8, name: &str) -> Result<bool, NetlinkError> {
-    let mut w = Writer::new();
-    w.begin((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, NLM_F_REQUEST | NLM_F_ACK, family, 0);
-    w.attr_str(1, name);
-    w.end();
+    let mut b = Batch::new();
+    let get = TableMessage { attributes: vec![TableAttribute::Name(name.to_owned())] };
+    b.push(NLM_F_REQUEST | NLM_F_ACK, family, 0, nf_tables(NfTablesMessage::GetTable(get)));
     let s = socket()?;
     recv_timeout(&s, 5);
-    s.send(&w.buf, 0)?;
+    s.send(&b.buf, 0)?;
     let mut buf = vec![0u8; 1 << 16];
     let mut found = false;
     loop {
         let n = s.recv(&mut &mut buf[..], 0)?;
-        for (ty, _, payload) in messages(&buf[..n]) {
-            if let Some(errno) = error_code(ty, payload) {
+        for m in frames(&buf[..n]) {
+            if let Some(errno) = error_code(&m) {
                 return match errno {
                     0 => Ok(found),
                     libc::ENOENT => Ok(false),
                     e => Err(NetlinkError::Io(std::io::Error::from_raw_os_error(e))),
                 };
             }
-            if ty == NLMSG_DONE {
+            if m.message_type() == NLMSG_DONE {
                 return Ok(found);
             }
             found = true;
@@ -484,21 +456,12 @@ pub fn watch(table: &str, is_ours: impl Fn(u32, u32) -> bool, mut on: impl FnMut
             Err(e) => return Err(e),
         };
         let _ = &mut s;
-        for (ty, _, payload) in messages(&buf[..n]) {
-            if ty >> 8 != NFNL_SUBSYS_NFTABLES || payload.len() < 4 {
-                continue;
-            }
-            let msg = ty & 0xff;
+        for m in frames(&buf[..n]) {
+            let Some(msg) = nf_tables_type(&m) else { continue };
             if msg == NFT_MSG_NEWGEN {
-                let be32 = |ty| {
-                    attrs(payload)
-                        .find(|(t, _)| *t == ty)
-                        .and_then(|(_, d)| d.get(..4))
-                        .map(|d| u32::from_be_bytes([d[0], d[1], d[2], d[3]]))
-                };
                 // Asked whether or not the transaction touched our table:
                 // the answer settles our tickets.
-                let ours = match (be32(NFTA_GEN_ID), be32(NFTA_GEN_PROC_PID)) {
+                let ours = match new_gen(&m) {
                     (Some(generation), Some(pid)) => is_ours(generation, pid),
                     _ => false,
                 };
@@ -509,13 +472,21 @@ pub fn watch(table: &str, is_ours: impl Fn(u32, u32) -> bool, mut on: impl FnMut
                 deleted = 0;
                 continue;
             }
-            let family = payload[0];
+            let payload = m.payload();
+            let Ok(nfgenmsg) = NetfilterHeader::parse(payload) else { continue };
+            let family = u8::from(nfgenmsg.family);
             if family != FAMILY_BRIDGE && family != FAMILY_INET {
                 continue;
             }
-            // Attribute 1 names the table in every table, chain, rule, set,
-            // element, object and flowtable message.
-            if attrs(payload).any(|(t, d)| t == 1 && cstr(d) == table.as_bytes()) {
+            // Only the table's name is read, not the typed message
+            // (`NetfilterMessage::parse_with_param`): netlink-packet-netfilter
+            // 0.4 decodes every expression of every rule and every element,
+            // which took 45-55 ms for the 40,000 events of loading 5,000
+            // ports' elements and clean-traffic's rules (`nft -f` itself
+            // takes 0.3 s), against 1.5 ms here, on the same two cores as
+            // the load.
+            let attrs = NlasIterator::new(&payload[4..]).map_while(Result::ok);
+            if attrs.filter(|a| a.kind() == NFTA_ANY_TABLE).any(|a| without_nul(a.value()) == table.as_bytes()) {
                 touched = true;
                 if msg == NFT_MSG_DELTABLE || msg == NFT_MSG_DESTROYTABLE {
                     deleted |= if family == FAMILY_BRIDGE { 1 } else { 2 };
@@ -529,37 +500,87 @@ pub fn watch(table: &str, is_ours: impl Fn(u32, u32) -> bool, mut on: impl FnMut
 mod tests {
     use super::*;
 
-    #[test]
-    fn messages_and_attributes_round_trip() {
-        let mut w = Writer::new();
-        w.begin((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM, NLM_F_REQUEST, FAMILY_BRIDGE, 0);
-        w.attr_str(NFTA_SET_ELEM_LIST_TABLE, "guestwall");
-        w.open(NFTA_SET_ELEM_LIST_ELEMENTS);
-        w.attr(NFTA_DATA_VALUE, &[1, 2, 3]);
-        w.close();
-        w.end();
-        let msgs: Vec<_> = messages(&w.buf).collect();
-        assert_eq!(msgs.len(), 1);
-        assert_eq!(msgs[0].0, (10 << 8) | 12);
-        assert_eq!(msgs[0].2[0], FAMILY_BRIDGE);
-        let a: Vec<_> = attrs(msgs[0].2).collect();
-        assert_eq!(a.len(), 2);
-        assert_eq!(cstr(a[0].1), b"guestwall");
-        assert_eq!(a[1].0, NFTA_SET_ELEM_LIST_ELEMENTS);
-        // the nested attribute's length covers its padded child
-        assert_eq!(a[1].1.len(), 8);
-        assert_eq!(w.buf.len() % 4, 0);
+    fn change(n: usize, add: bool) -> SetChange {
+        SetChange {
+            family: FAMILY_BRIDGE,
+            table: "guestwall".into(),
+            set: "from_guest".into(),
+            add,
+            elements: (0..n).map(|i| (format!("vnet{i:<12}").into_bytes(), Some("f_x_out".into()))).collect(),
+        }
+    }
+
+    /// What netlink-packet-netfilter reads back from a batch: each
+    /// message's type, family, table, set and elements.
+    fn decode(buf: &[u8]) -> Vec<(u16, u8, NetfilterMessageInner)> {
+        frames(buf)
+            .map(|m| {
+                let msg = NetfilterMessage::parse_with_param(m.payload(), m.message_type()).expect("decodes");
+                (m.message_type(), u8::from(msg.header.family), msg.inner)
+            })
+            .collect()
     }
 
     #[test]
-    fn chunks_stay_under_the_attribute_limit() {
-        let els: Vec<(Vec<u8>, Option<String>)> = (0..5000).map(|_| (vec![0u8; 24], Some("f_x_out".into()))).collect();
-        let c = chunks(&els);
-        assert!(c.len() > 1);
-        assert_eq!(c.iter().map(|c| c.len()).sum::<usize>(), 5000);
-        for ch in c {
-            let bytes: usize = ch.iter().map(|(k, g)| 24 + k.len() + g.as_ref().map_or(0, |s| 28 + s.len() + 1)).sum();
-            assert!(bytes < 65_535, "{bytes}");
+    fn a_set_change_reads_back_as_netlink_packet_netfilter_messages() {
+        let c = change(2, true);
+        let mut b = Batch::new();
+        for list in element_lists(&c) {
+            let msg = SetElementMessage {
+                attributes: vec![
+                    SetElementList::Table(c.table.clone()),
+                    SetElementList::Set(c.set.clone()),
+                    SetElementList::Other(DefaultNla::new(NFTA_SET_ELEM_LIST_ELEMENTS | NLA_F_NESTED, list)),
+                ],
+            };
+            b.push(NLM_F_REQUEST, c.family, 0, nf_tables(NfTablesMessage::NewSetElement(msg)));
+        }
+        assert_eq!(b.buf.len() % 4, 0);
+        let msgs = decode(&b.buf);
+        assert_eq!(msgs.len(), 1);
+        let (ty, family, NetfilterMessageInner::NfTables(NfTablesMessage::NewSetElement(m))) = &msgs[0] else {
+            panic!("{msgs:?}")
+        };
+        assert_eq!((*ty, *family), ((10 << 8) | 12, FAMILY_BRIDGE));
+        let SetElementList::Elements(els) = &m.attributes[2] else { panic!("{m:?}") };
+        assert_eq!(
+            m.attributes[..2],
+            [SetElementList::Table("guestwall".into()), SetElementList::Set("from_guest".into())]
+        );
+        assert_eq!(els.len(), 2);
+        assert_eq!(els[1], element(b"vnet1           ", Some("f_x_out")));
+        let ListAttribute::Element(e) = &els[0] else { panic!() };
+        assert_eq!(
+            e[1],
+            SetElementAttribute::Data(DataAttribute::Verdict(vec![
+                VerdictAttribute::Code(Verdict::Goto),
+                VerdictAttribute::Chain("f_x_out".into())
+            ]))
+        );
+        // deletions carry keys only
+        let del = element_lists(&change(1, false));
+        assert_eq!(NlasIterator::new(&del[0][..]).count(), 1);
+        assert_eq!(del[0].len(), element(b"vnet0           ", None).buffer_len());
+    }
+
+    #[test]
+    fn batch_begin_and_end_name_nf_tables() {
+        let mut b = Batch::new();
+        assert_eq!(b.push(NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES, ControlMessage::BatchBegin), 1);
+        assert_eq!(b.push(NLM_F_REQUEST, 0, NFNL_SUBSYS_NFTABLES, ControlMessage::BatchEnd), 2);
+        let m: Vec<_> = frames(&b.buf).map(|m| (m.message_type(), m.sequence_number(), m.payload().to_vec())).collect();
+        // NFNL_MSG_BATCH_BEGIN/END; nfgenmsg: AF_UNSPEC, v0, res_id 10 big-endian
+        assert_eq!(m, [(0x10, 1, vec![0, 0, 0, 10]), (0x11, 2, vec![0, 0, 0, 10])]);
+    }
+
+    #[test]
+    fn element_lists_stay_under_the_attribute_limit() {
+        let c = change(5000, true);
+        let lists = element_lists(&c);
+        assert!(lists.len() > 1);
+        assert_eq!(lists.iter().map(|l| NlasIterator::new(&l[..]).count()).sum::<usize>(), 5000);
+        for l in lists {
+            assert!(l.len() <= ELEMENTS_PER_MESSAGE_BYTES, "{}", l.len());
         }
     }
 }
