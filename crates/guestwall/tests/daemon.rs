@@ -184,10 +184,9 @@ fn bad_requests_change_nothing() {
     let dir = t.dir.join("gw");
     let d = Daemon::start(&mut t, &dir);
     let g1 = t.guest(1).clone();
-    let f = t.filter_file("policy.xml", &POLICY.replace("PORT", "22"));
-    d.ok(&["filter", "define", &f]);
+    bind_policy(&t, &d);
+    // The same binding again, for the refusals below.
     let b = t.binding(1, "policy", &[("IP", &g1.ip)]);
-    d.ok(&["binding", "create", b.to_str().expect("p")]);
     let rules = t.ruleset_stateless();
     let files = || {
         let mut v: Vec<String> = Vec::new();

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{wait_for, Daemon, POLICY};
+use common::{bind_policy, wait_for, Daemon};
 
 /// The tests move the system's pid cursor: one at a time.
 static PIDS: Mutex<()> = Mutex::new(());
@@ -179,10 +179,7 @@ fn foreign_change_from_a_reused_pid_is_healed() {
     let dir = t.dir.join("gw");
     let d = Daemon::start(&mut t, &dir);
     let g1 = t.guest(1).clone();
-    let f = t.filter_file("policy.xml", &POLICY.replace("PORT", "22"));
-    d.ok(&["filter", "define", &f]);
-    let b = t.binding(1, "policy", &[("IP", &g1.ip)]);
-    d.ok(&["binding", "create", b.to_str().expect("path")]);
+    bind_policy(&t, &d);
     let (family, map) =
         map_with(&t.ruleset(), &g1.port).unwrap_or_else(|| panic!("no map entry for {}:\n{}", g1.port, t.ruleset()));
     let has_entry = |t: &TestHost| {

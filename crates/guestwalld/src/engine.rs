@@ -159,7 +159,12 @@ impl Engine {
         // Nothing a file holds may stop start-up: a bad file is reported by
         // name and left out, and a port whose binding cannot be read or
         // compiled is blocked, never left unfiltered.
-        let (lib, problems) = Library::with_dir_lenient(store.config_dir())?;
+        let loaded = store.load()?;
+        let filters = loaded.filters.iter().map(|e| match e {
+            gw_store::Entry::Ok { path, text } => (path.clone(), Ok(text.clone())),
+            gw_store::Entry::Bad { path, reason } => (path.clone(), Err(reason.clone())),
+        });
+        let (lib, problems) = Library::from_files(filters)?;
         for p in problems {
             match &p {
                 gw_builtins::LoadError::Duplicate { second, .. } => match store.quarantine(second, &p.to_string()) {
@@ -169,7 +174,6 @@ impl Engine {
                 _ => error!("{p}; this filter is left out, and ports bound to it are blocked"),
             }
         }
-        let loaded = store.load()?;
         let mut stale: BTreeMap<&Path, usize> = BTreeMap::new();
         for p in &loaded.removed_temps {
             *stale.entry(p.parent().unwrap_or(Path::new("."))).or_default() += 1;

@@ -60,7 +60,7 @@ pub enum Origin {
 /// The largest filter file the daemon reads: libvirt's filters are a few
 /// kilobytes; a megabyte is far beyond any real one and bounds the memory a
 /// stray file can take at start-up.
-pub const MAX_FILTER_FILE: u64 = 1 << 20;
+pub const MAX_FILTER_FILE: u64 = gw_xml::MAX_DOCUMENT_BYTES as u64;
 
 /// Why the library could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -139,44 +139,43 @@ impl Library {
     /// name the daemon writes), else the first in name order. Bindings of a
     /// filter left out cannot compile; the daemon blocks their ports.
     pub fn with_dir_lenient(dir: &Path) -> Result<(Library, Vec<LoadError>), LoadError> {
-        let mut lib = Library::builtins()?;
         let io = |source| LoadError::Io { path: dir.to_path_buf(), source };
         let mut paths: Vec<PathBuf> =
             std::fs::read_dir(dir).map_err(io)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>().map_err(io)?;
         paths.retain(|p| p.extension().is_some_and(|e| e == "xml"));
         paths.sort();
+        let files = paths.into_iter().map(|path| {
+            let text = match std::fs::symlink_metadata(&path) {
+                Ok(m) if !m.file_type().is_file() => Err("not a regular file".to_string()),
+                Ok(m) if m.len() > MAX_FILTER_FILE => {
+                    Err(format!("{} bytes, more than the {MAX_FILTER_FILE} a filter may have", m.len()))
+                }
+                Ok(_) => std::fs::read_to_string(&path).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            (path, text)
+        });
+        Library::from_files(files)
+    }
+
+    /// The built-ins overlaid by filter files already read (`Err`: why a
+    /// file could not be read), leniently as [`Library::with_dir_lenient`]:
+    /// a daemon reads them with its store's safe reader and passes them here.
+    pub fn from_files(
+        files: impl IntoIterator<Item = (PathBuf, Result<String, String>)>,
+    ) -> Result<(Library, Vec<LoadError>), LoadError> {
+        let mut lib = Library::builtins()?;
         let mut problems = Vec::new();
         let mut parsed_files = Vec::new();
-        for path in paths {
-            let bad = |msg: String| LoadError::Io { path: path.clone(), source: std::io::Error::other(msg) };
-            match std::fs::symlink_metadata(&path) {
-                Ok(m) if !m.file_type().is_file() => {
-                    problems.push(bad("not a regular file: left out".into()));
-                    continue;
+        for (path, text) in files {
+            match text {
+                Err(why) => {
+                    problems.push(LoadError::Io { path, source: std::io::Error::other(format!("{why}: left out")) })
                 }
-                Ok(m) if m.len() > MAX_FILTER_FILE => {
-                    problems.push(bad(format!(
-                        "{} bytes, more than the {MAX_FILTER_FILE} a filter may have: left out",
-                        m.len()
-                    )));
-                    continue;
-                }
-                Ok(_) => {}
-                Err(source) => {
-                    problems.push(LoadError::Io { path: path.clone(), source });
-                    continue;
-                }
-            }
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(source) => {
-                    problems.push(LoadError::Io { path: path.clone(), source });
-                    continue;
-                }
-            };
-            match read_filter(&text) {
-                Ok(parsed) => parsed_files.push((path, parsed)),
-                Err(source) => problems.push(LoadError::Parse { path, source }),
+                Ok(text) => match read_filter(&text) {
+                    Ok(parsed) => parsed_files.push((path, parsed)),
+                    Err(source) => problems.push(LoadError::Parse { path, source }),
+                },
             }
         }
         let canonical = |path: &Path, name: &str| path.file_stem().is_some_and(|s| s == name);

@@ -479,6 +479,18 @@ pub fn check_references(src: &dyn FilterSource, filter: &Filter) -> Result<(), R
         size: usize,
         deepest: Option<&'a Filter>,
     }
+    impl<'a> Known<'a> {
+        /// Takes in a child explored as `k`: its size, and its chain if
+        /// deeper. `false` when the size passes the limit.
+        fn absorb(&mut self, k: Known<'a>, child: &'a Filter) -> bool {
+            self.size = self.size.saturating_add(k.size);
+            if k.height + 1 > self.height {
+                self.height = k.height + 1;
+                self.deepest = Some(child);
+            }
+            self.size <= MAX_DAG_ENTRIES
+        }
+    }
     struct Frame<'a> {
         f: &'a Filter,
         next: usize,
@@ -525,14 +537,8 @@ pub fn check_references(src: &dyn FilterSource, filter: &Filter) -> Result<(), R
                         if depth + 1 + k.height > MAX_FILTERREF_DEPTH {
                             return Err(too_deep(&stack, child, &done));
                         }
-                        let top = stack.last_mut().expect("not empty");
-                        top.known.size = top.known.size.saturating_add(k.size);
-                        if top.known.size > MAX_DAG_ENTRIES {
+                        if !stack.last_mut().expect("not empty").known.absorb(k, child) {
                             return Err(too_large());
-                        }
-                        if k.height + 1 > top.known.height {
-                            top.known.height = k.height + 1;
-                            top.known.deepest = Some(child);
                         }
                     }
                     None => {
@@ -547,15 +553,8 @@ pub fn check_references(src: &dyn FilterSource, filter: &Filter) -> Result<(), R
                 let k = top.known;
                 stack.pop();
                 done.insert(&f.name, k);
-                if let Some(parent) = stack.last_mut() {
-                    parent.known.size = parent.known.size.saturating_add(k.size);
-                    if parent.known.size > MAX_DAG_ENTRIES {
-                        return Err(too_large());
-                    }
-                    if k.height + 1 > parent.known.height {
-                        parent.known.height = k.height + 1;
-                        parent.known.deepest = Some(f);
-                    }
+                if stack.last_mut().is_some_and(|parent| !parent.known.absorb(k, f)) {
+                    return Err(too_large());
                 }
             }
         }

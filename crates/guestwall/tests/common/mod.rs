@@ -126,3 +126,12 @@ pub const POLICY: &str = "<filter name='policy'>
   <rule action='drop' direction='in'><tcp/></rule>
 </filter>
 ";
+
+/// Defines [`POLICY`] (TCP to the guest only on port 22) and binds guest 1
+/// to it with its address as `IP`.
+pub fn bind_policy(t: &TestHost, d: &Daemon) {
+    let f = t.filter_file("policy.xml", &POLICY.replace("PORT", "22"));
+    d.ok(&["filter", "define", &f]);
+    let b = t.binding(1, "policy", &[("IP", &t.guest(1).ip)]);
+    d.ok(&["binding", "create", b.to_str().expect("path")]);
+}
