@@ -312,13 +312,6 @@ impl Plan {
         self.bridge.from_guest.get(port).is_some_and(|c| c == BLOCKED)
     }
 
-    /// How many ports the plan filters.
-    pub fn port_count(&self) -> usize {
-        // A port not there yet is planned in both families.
-        self.bridge.from_guest.len()
-            + self.inet.from_guest.keys().filter(|p| !self.bridge.from_guest.contains_key(*p)).count()
-    }
-
     /// Whether `port` is filtered by this plan.
     pub fn has_port(&self, port: &str) -> bool {
         self.bridge.from_guest.contains_key(port) || self.inet.from_guest.contains_key(port)
