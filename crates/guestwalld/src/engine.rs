@@ -1,7 +1,8 @@
-//! The daemon's state and what changes it: filters, bindings, the plan in
-//! the kernel. Every change is checked in full (parse, resolve, compile)
-//! before anything is written or loaded; disk and kernel then change
-//! together, or neither does.
+//! Desired state and the events that change it: filters, bindings,
+//! blocked ports, the host's links. [`Engine::on`] is the reconciler's
+//! step: one event in, desired state checked in full (parse, resolve,
+//! compile), then one plan handed to the kernel side as one transaction;
+//! disk and kernel change together, or neither does.
 
 use gw_api::{ApiError, BindingInfo, ErrorCode, FilterInfo, Request, Response};
 use gw_builtins::{Library, Origin};
@@ -13,7 +14,9 @@ use std::path::Path;
 use std::sync::Arc;
 use tracing::{error, info, warn};
 
-use crate::kernel::{self, tables_present, SharedKernel};
+use crate::events::Event;
+use crate::kernel::{self, SharedKernel};
+use crate::links::Host;
 
 fn err(code: ErrorCode, msg: impl Into<String>) -> ApiError {
     ApiError { code, messages: vec![msg.into()] }
@@ -44,6 +47,8 @@ pub struct Engine {
     /// The host's interfaces, as of the last link event: listing 20,000 of
     /// them costs about 100 ms, too much to repeat for every request.
     links: crate::links::Links,
+    /// Where the links come from.
+    host: Box<dyn Host>,
 }
 
 /// Warnings for `status` when another writer of the packet mark may change
@@ -154,7 +159,13 @@ fn parse_binding(doc: &str) -> Result<(Binding, Vec<String>), ApiError> {
 
 impl Engine {
     /// Loads the stored filters and bindings (nothing is applied yet).
-    pub fn load(store: Store, kernel: SharedKernel) -> anyhow::Result<Engine> {
+    /// `mark_report` is where the mark-bit report thread keeps its lines.
+    pub fn load(
+        store: Store,
+        kernel: SharedKernel,
+        host: Box<dyn Host>,
+        mark_report: Arc<std::sync::Mutex<Vec<String>>>,
+    ) -> anyhow::Result<Engine> {
         let features = kernel::lock(&kernel).features();
         // Nothing a file holds may stop start-up: a bad file is reported by
         // name and left out, and a port whose binding cannot be read or
@@ -231,10 +242,11 @@ impl Engine {
             lib,
             bindings,
             blocked,
-            mark_report: Default::default(),
+            mark_report,
             features,
             kernel,
             links: crate::links::Links::new(),
+            host,
             compiled: Default::default(),
         })
     }
@@ -372,13 +384,27 @@ impl Engine {
 
     /// Lists the host's interfaces again.
     fn refresh_links(&mut self) -> Result<(), ApiError> {
-        self.links = crate::links::dump().map_err(|e| err(ErrorCode::Kernel, format!("listing interfaces: {e}")))?;
+        self.links = self.host.links().map_err(|e| err(ErrorCode::Kernel, format!("listing interfaces: {e}")))?;
         Ok(())
+    }
+
+    /// The reconciler's step: handles one event. Requests get their
+    /// answer; the other events' outcome is logged (and returned for tests).
+    pub fn on(&mut self, event: Event) -> Response {
+        let r = match event {
+            Event::Request(req) => self.dispatch(req),
+            Event::LinksChanged => self.sync_ports(),
+            Event::Reload(why) => self
+                .apply_all(why)
+                .map(|()| Response::Ok { message: format!("{why}: every binding applied"), warnings: Vec::new() })
+                .inspect_err(|e| error!("{why}: {e}")),
+        };
+        r.unwrap_or_else(Response::Error)
     }
 
     /// Start-up and SIGHUP: replace guestwall's tables with the stored state
     /// in one transaction (no flush first, so no window).
-    pub fn apply_all(&mut self, why: &str) -> Result<(), ApiError> {
+    fn apply_all(&mut self, why: &str) -> Result<(), ApiError> {
         self.refresh_links()?;
         let started = std::time::Instant::now();
         let plan = self.desired(&self.lib, &self.bindings, false)?;
@@ -405,29 +431,27 @@ impl Engine {
     }
 
     /// Ports came or went: bring the kernel in line.
-    pub fn sync_ports(&mut self) {
+    fn sync_ports(&mut self) -> Result<Response, ApiError> {
+        let done = |m: String| Ok(Response::Ok { message: m, warnings: Vec::new() });
         if let Err(e) = self.refresh_links() {
             error!("interfaces changed, but listing them failed: {e}");
-            return;
+            return Err(e);
         }
-        match self.desired(&self.lib, &self.bindings, false) {
-            Ok(plan) => {
-                if self.applied().as_deref() != Some(&plan) {
-                    match self.load_plan(plan) {
-                        Ok(m) => info!("interfaces changed: {m}"),
-                        Err(e) => error!("interfaces changed, but loading failed: {e}"),
-                    }
-                }
+        let plan = self.desired(&self.lib, &self.bindings, false).inspect_err(|e| {
+            error!("interfaces changed, but planning failed: {e}");
+        })?;
+        if self.applied().as_deref() == Some(&plan) {
+            return done("the kernel already matches".into());
+        }
+        match self.load_plan(plan) {
+            Ok(m) => {
+                info!("interfaces changed: {m}");
+                done(m)
             }
-            Err(e) => error!("interfaces changed, but planning failed: {e}"),
-        }
-    }
-
-    /// Answers one request.
-    pub fn handle(&mut self, req: Request) -> Response {
-        match self.dispatch(req) {
-            Ok(r) => r,
-            Err(e) => Response::Error(e),
+            Err(e) => {
+                error!("interfaces changed, but loading failed: {e}");
+                Err(e)
+            }
         }
     }
 
@@ -494,8 +518,10 @@ impl Engine {
                 self.compiled.borrow().len()
             ),
             {
-                let (b, i) = tables_present();
-                format!("tables in the kernel: bridge {}, inet {}", yes(b), yes(i))
+                let mut k = kernel::lock(&self.kernel);
+                let (b, i) = k.tables_present();
+                let last = k.last_transaction().unwrap_or("none yet");
+                format!("tables in the kernel: bridge {}, inet {}; last transaction: {last}", yes(b), yes(i))
             },
         ];
         for (port, why) in &self.blocked {
@@ -503,12 +529,6 @@ impl Engine {
         }
         lines.extend(self.mark_report.lock().map(|r| r.clone()).unwrap_or_default());
         lines
-    }
-
-    /// Where the mark-bit report ([`mark_report`]) is kept, refreshed by
-    /// a thread of its own: `status` must stay cheap.
-    pub fn mark_report_handle(&self) -> Arc<std::sync::Mutex<Vec<String>>> {
-        self.mark_report.clone()
     }
 
     /// The bindings whose filter DAG contains `name`.

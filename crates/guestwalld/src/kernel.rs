@@ -5,22 +5,18 @@
 //! parses, resolves, compiles, plans and stores while holding the engine;
 //! it takes this lock only for its transaction. Healing takes only this
 //! lock and re-loads the plan that is in it.
+//!
+//! Where transactions go is a [`gw_nft::Backend`]: the kernel
+//! ([`gw_nft::System`]) in the daemon, the in-memory fake in the
+//! reconciler's unit tests.
 
 use gw_api::{ApiError, ErrorCode};
-use gw_nft::{Features, Plan, Transaction};
+use gw_nft::{Backend, Features, Plan, Transaction};
 use std::sync::{Arc, Mutex};
 use tracing::{error, info, warn};
 
 fn kernel_err(e: &dyn std::fmt::Display) -> ApiError {
     ApiError { code: ErrorCode::Kernel, messages: vec![e.to_string()] }
-}
-
-/// Which of guestwall's two tables are in the kernel.
-pub fn tables_present() -> (bool, bool) {
-    use gw_nft::netlink::{table_exists, FAMILY_BRIDGE, FAMILY_INET};
-    // An error asking counts as present: a full load replaces them anyway.
-    let ask = |f| table_exists(f, gw_nft::TABLE).unwrap_or(true);
-    (ask(FAMILY_BRIDGE), ask(FAMILY_INET))
 }
 
 /// Why the daemon heals.
@@ -37,6 +33,9 @@ pub enum Heal {
 /// The kernel side: the plan that is loaded.
 pub struct Kernel {
     features: Features,
+    backend: Box<dyn Backend + Send>,
+    /// The kind of the last transaction run (`Transaction::kind`).
+    last: Option<&'static str>,
     applied: Option<Arc<Plan>>,
     /// A plan a failed heal could not restore: the next heal tries again.
     unrestored: Option<Arc<Plan>>,
@@ -56,10 +55,12 @@ pub fn lock(k: &SharedKernel) -> std::sync::MutexGuard<'_, Kernel> {
 }
 
 impl Kernel {
-    /// Nothing loaded yet.
-    pub fn new(features: Features) -> SharedKernel {
+    /// Nothing loaded yet; transactions go to `backend`.
+    pub fn new(features: Features, backend: Box<dyn Backend + Send>) -> SharedKernel {
         Arc::new(Mutex::new(Kernel {
             features,
+            backend,
+            last: None,
             applied: None,
             unrestored: None,
             known_absent: false,
@@ -101,9 +102,12 @@ impl Kernel {
         let t0 = std::time::Instant::now();
         let old = self.applied.clone();
         let known_absent = self.known_absent;
-        let tx = Transaction::choose(old.as_deref(), &plan, || known_absent || tables_present() == (false, false));
+        let backend = &mut self.backend;
+        let tx =
+            Transaction::choose(old.as_deref(), &plan, || known_absent || backend.tables_present() == (false, false));
         let message = tx.describe();
-        let foreign = match tx.apply(&mut gw_nft::System, old.as_deref(), &plan) {
+        self.last = Some(tx.kind());
+        let foreign = match tx.apply(self.backend.as_mut(), old.as_deref(), &plan) {
             Ok(f) => f,
             Err(e) => {
                 if e.outcome_unknown() {
@@ -152,6 +156,22 @@ impl Kernel {
                 self.unrestored = Some(plan);
             }
         }
+    }
+
+    /// Which of guestwall's two tables exist: (bridge, inet).
+    pub fn tables_present(&mut self) -> (bool, bool) {
+        self.backend.tables_present()
+    }
+
+    /// The kind of the last transaction run, if any.
+    pub fn last_transaction(&self) -> Option<&'static str> {
+        self.last
+    }
+
+    /// Forgets the last transaction's kind (tests: did one run?).
+    #[cfg(test)]
+    pub fn forget_last(&mut self) {
+        self.last = None;
     }
 
     /// The features the plans are made for.

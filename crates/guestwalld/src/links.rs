@@ -31,6 +31,22 @@ const IFINFOMSG_LEN: usize = 16;
 /// Interface name → whether it is a bridge port.
 pub type Links = HashMap<String, bool>;
 
+/// Where the host's interfaces come from: this network namespace's
+/// rtnetlink in the daemon, a table in the reconciler's unit tests.
+pub trait Host: Send {
+    /// Every interface there is now.
+    fn links(&mut self) -> std::io::Result<Links>;
+}
+
+/// This network namespace.
+pub struct System;
+
+impl Host for System {
+    fn links(&mut self) -> std::io::Result<Links> {
+        dump()
+    }
+}
+
 /// Every interface of this network namespace.
 pub fn dump() -> std::io::Result<Links> {
     let mut s = Socket::new(NETLINK_ROUTE)?;

@@ -16,12 +16,16 @@
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod engine;
+mod events;
 mod kernel;
 mod links;
+#[cfg(test)]
+mod tests;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use engine::Engine;
+use events::Inbox;
 use gw_api::{ApiError, ErrorCode, Response};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -80,25 +84,6 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// hold descriptors forever.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Shared = Arc<Mutex<Engine>>;
-
-fn with_engine<T>(engine: &Shared, f: impl FnOnce(&mut Engine) -> T) -> T {
-    // A panic while holding the lock would poison it; the state itself is
-    // still consistent (every change is all-or-nothing), so keep going.
-    let mut guard = engine.lock().unwrap_or_else(|p| p.into_inner());
-    let r = f(&mut guard);
-    drop(guard);
-    give_back_memory();
-    r
-}
-
-/// Returns memory freed by the last request to the system at once (its
-/// garbage can be tens of megabytes with thousands of ports).
-fn give_back_memory() {
-    // SAFETY: mi_collect has no preconditions.
-    unsafe { libmimalloc_sys::mi_collect(true) }
-}
-
 /// Binds the socket: root-only (0600), refusing to steal one a live daemon
 /// answers on.
 fn bind_socket(path: &PathBuf) -> Result<UnixListener> {
@@ -124,7 +109,7 @@ fn refusal(code: ErrorCode, message: String) -> Response {
     Response::Error(ApiError { code, messages: vec![message] })
 }
 
-async fn serve_one(engine: Shared, stream: UnixStream, idle: Duration) -> Result<()> {
+async fn serve_one(inbox: Inbox, stream: UnixStream, idle: Duration) -> Result<()> {
     use tokio::io::AsyncReadExt;
     let uid = {
         use std::os::fd::AsFd;
@@ -157,8 +142,7 @@ async fn serve_one(engine: Shared, stream: UnixStream, idle: Duration) -> Result
         Ok(Ok(_)) => match gw_api::decode_request(&line) {
             Ok(request) => {
                 drop(line);
-                let e = engine.clone();
-                tokio::task::spawn_blocking(move || with_engine(&e, |eng| eng.handle(request))).await?
+                inbox.request(request).await
             }
             Err(e) => Response::Error(e),
         },
@@ -168,15 +152,16 @@ async fn serve_one(engine: Shared, stream: UnixStream, idle: Duration) -> Result
     Ok(())
 }
 
-/// Wakes `notify` on every interface event (new, changed, removed links).
-async fn watch_links(notify: Arc<Notify>) -> Result<()> {
+/// Posts [`events::Event::LinksChanged`] on every interface event (new,
+/// changed, removed links).
+async fn watch_links(inbox: Inbox) -> Result<()> {
     use futures::StreamExt;
     use netlink_sys::AsyncSocket;
     let (mut conn, _handle, mut messages) = rtnetlink::new_connection()?;
     conn.socket_mut().socket_mut().bind(&netlink_sys::SocketAddr::new(0, rtnetlink::constants::RTMGRP_LINK))?;
     tokio::spawn(conn);
     while messages.next().await.is_some() {
-        notify.notify_one();
+        inbox.links_changed();
     }
     bail!("the rtnetlink event stream ended")
 }
@@ -210,18 +195,6 @@ fn watch_nft(notify: Arc<Notify>, flags: Arc<HealFlags>) -> std::io::Result<()> 
         }
     })?;
     Ok(())
-}
-
-/// Runs `job` after each wake-up. Wake-ups while it runs coalesce into one
-/// more run, so a burst of events costs at most two runs and no sequence of
-/// events can delay one (a debounce that waits for quiet can be held off
-/// forever by a guest flapping its own link).
-async fn on_each_wake(notify: Arc<Notify>, engine: Shared, job: fn(&mut Engine)) {
-    loop {
-        notify.notified().await;
-        let e = engine.clone();
-        let _ = tokio::task::spawn_blocking(move || with_engine(&e, job)).await;
-    }
 }
 
 /// Lets the daemon hold as many descriptors as the hard limit allows: each
@@ -303,27 +276,24 @@ async fn run(args: Args, store: gw_store::Store, process_started: std::time::Ins
     let nft = Arc::new(Notify::new());
     let flags = Arc::new(HealFlags::default());
     watch_nft(nft.clone(), flags.clone())?;
-    let kernel = kernel::Kernel::new(features);
-    let engine: Shared = Arc::new(Mutex::new(Engine::load(store, kernel.clone())?));
-    // On a worker thread like every request, so that the allocator gives
-    // the start-up's garbage back the same way.
-    let e = engine.clone();
-    let loaded = tokio::task::spawn_blocking(move || with_engine(&e, |eng| eng.apply_all("start-up"))).await?;
-    // Reading the stored bindings happened on this thread.
-    give_back_memory();
-    match loaded {
-        Ok(()) => {
-            info!("ready: the rules were in the kernel in {:?} from the process's start", process_started.elapsed())
-        }
-        Err(err) => error!(
+    let kernel = kernel::Kernel::new(features, Box::new(gw_nft::System));
+    let report: Arc<Mutex<Vec<String>>> = Default::default();
+    let (inbox, ready) = {
+        let (kernel, report) = (kernel.clone(), report.clone());
+        events::start(move || Engine::load(store, kernel, Box::new(links::System), report))?
+    };
+    match ready.await.context("the reconciler did not start")?? {
+        Response::Error(err) => error!(
             "serving, but the stored rules are NOT in the kernel: start-up failed: {err}; fix the cause, then `guestwall reload`"
         ),
+        _ => {
+            info!("ready: the rules were in the kernel in {:?} from the process's start", process_started.elapsed())
+        }
     }
 
     // The mark-bit report: at start and every few seconds, off the request
     // path (listing other tables costs nft runs); new warnings are logged.
     {
-        let report = with_engine(&engine, |eng| eng.mark_report_handle());
         std::thread::Builder::new().name("mark-report".into()).spawn(move || {
             // At low priority (the nft it runs inherits it), and not in the
             // first second, when requests and healing come first.
@@ -346,16 +316,14 @@ async fn run(args: Args, store: gw_store::Store, process_started: std::time::Ins
             }
         })?;
     }
-    let links = Arc::new(Notify::new());
     tokio::spawn({
-        let n = links.clone();
+        let inbox = inbox.clone();
         async move {
-            if let Err(e) = watch_links(n).await {
+            if let Err(e) = watch_links(inbox).await {
                 error!("interface events: {e:#}");
             }
         }
     });
-    tokio::spawn(on_each_wake(links, engine.clone(), Engine::sync_ports));
     tokio::spawn(async move {
         loop {
             nft.notified().await;
@@ -407,22 +375,15 @@ async fn run(args: Args, store: gw_store::Store, process_started: std::time::Ins
                         continue;
                     }
                 };
-                let e = engine.clone();
+                let inbox = inbox.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    if let Err(err) = serve_one(e, stream, idle).await {
+                    if let Err(err) = serve_one(inbox, stream, idle).await {
                         warn!("request failed: {err:#}");
                     }
                 });
             }
-            _ = hup.recv() => {
-                let e = engine.clone();
-                let _ = tokio::task::spawn_blocking(move || with_engine(&e, |eng| {
-                    if let Err(err) = eng.apply_all("SIGHUP") {
-                        error!("SIGHUP: {err}");
-                    }
-                })).await;
-            }
+            _ = hup.recv() => inbox.reload("SIGHUP"),
             _ = term.recv() => {
                 info!("stopping; the rules stay in the kernel");
                 let _ = std::fs::remove_file(&args.socket);

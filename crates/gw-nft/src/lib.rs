@@ -47,4 +47,4 @@ pub use features::{Features, MarkBits, MarkMaskError, StateSource};
 pub use model::{Plan, PortInput, PortValues, Staged};
 pub use names::{Family, BLOCKED, TABLE, TAMPER_COUNTER};
 pub use plan::{build, plan, plan_from, port_input, port_values, shareable, BuildError};
-pub use transaction::{Backend, System, Transaction, TxError};
+pub use transaction::{Backend, Effect, System, Transaction, TxError};

@@ -68,6 +68,9 @@ pub trait Backend {
     /// `quiet` without per-element events. Returns whether another process
     /// committed meanwhile (its events were not seen).
     fn commit(&mut self, changes: &[SetChange], quiet: bool) -> Result<bool, TxError>;
+    /// Which of guestwall's two tables exist: (bridge, inet). An error
+    /// asking counts as present (a full load replaces them anyway).
+    fn tables_present(&mut self) -> (bool, bool);
 }
 
 /// A step of a transaction failed.
@@ -121,6 +124,18 @@ impl Transaction {
         match new.render_update(old) {
             s if s.is_empty() => Transaction::Nothing,
             s => Transaction::Update(s),
+        }
+    }
+
+    /// Its kind, in one word (for the log and for tests of the choice).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Transaction::Nothing => "nothing",
+            Transaction::Elements(_) => "elements",
+            Transaction::Staged(_) => "staged",
+            Transaction::Update(_) => "update",
+            Transaction::Split { .. } => "split",
+            Transaction::Replace(_) => "replace",
         }
     }
 
@@ -199,6 +214,11 @@ impl Backend for System {
     fn commit(&mut self, changes: &[SetChange], quiet: bool) -> Result<bool, TxError> {
         Ok(if quiet { netlink::commit_quietly(changes)? } else { netlink::commit(changes).map(|()| false)? })
     }
+
+    fn tables_present(&mut self) -> (bool, bool) {
+        let ask = |f| netlink::table_exists(f, crate::TABLE).unwrap_or(true);
+        (ask(netlink::FAMILY_BRIDGE), ask(netlink::FAMILY_INET))
+    }
 }
 
 impl Backend for FakeKernel {
@@ -221,5 +241,10 @@ impl Backend for FakeKernel {
         }
         FakeKernel::commit(self, changes)?;
         Ok(false)
+    }
+
+    fn tables_present(&mut self) -> (bool, bool) {
+        use crate::names::Family;
+        (self.tables.contains_key(&Family::Bridge), self.tables.contains_key(&Family::Inet))
     }
 }
