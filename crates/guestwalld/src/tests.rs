@@ -39,12 +39,15 @@ impl Backend for Fake {
     }
 }
 
+/// A dump announces itself on the first, then waits for a go on the second.
+type Gate = (mpsc::Sender<()>, mpsc::Receiver<()>);
+
 /// The host's links, set by the test; `gate`, when set, makes every dump
 /// announce itself and wait for the test's go.
 #[derive(Clone, Default)]
 struct Table {
     links: Arc<Mutex<Links>>,
-    gate: Arc<Mutex<Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>>>,
+    gate: Arc<Mutex<Option<Gate>>>,
     dumps: Arc<Mutex<usize>>,
 }
 
