@@ -228,7 +228,15 @@ impl Session {
     pub fn dispatch(&mut self, incoming: Incoming, backend: &mut impl Backend) -> Vec<u8> {
         let header = incoming.header;
         match self.answer(incoming.call, backend) {
-            Ok(reply) => message::ok_reply(&header, &xdr::to_bytes(&reply)),
+            Ok(reply) => {
+                let frame = message::ok_reply(&header, &xdr::to_bytes(&reply));
+                // The client would drop the connection on a frame beyond the
+                // maximum; libvirtd fails the call instead, and so do we.
+                if frame.len() > FRAME_MAX {
+                    return message::error_reply(&header, &RpcError::rpc("Unable to encode message payload"));
+                }
+                frame
+            }
             Err(e) => message::error_reply(&header, &e),
         }
     }
