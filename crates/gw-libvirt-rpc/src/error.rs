@@ -12,6 +12,8 @@ pub mod code {
     pub const NO_CONNECT: i32 = 5;
     /// VIR_ERR_INVALID_ARG
     pub const INVALID_ARG: i32 = 8;
+    /// VIR_ERR_OPERATION_FAILED
+    pub const OPERATION_FAILED: i32 = 9;
     /// VIR_ERR_XML_ERROR
     pub const XML_ERROR: i32 = 27;
     /// VIR_ERR_RPC
@@ -86,6 +88,11 @@ impl RpcError {
     /// VIR_ERR_OPERATION_INVALID, e.g. `operation_invalid("nwfilter is in use")`.
     pub fn operation_invalid(detail: &str) -> Self {
         Self::new(code::OPERATION_INVALID, domain::NWFILTER, format!("Requested operation is not valid: {detail}"))
+    }
+
+    /// VIR_ERR_OPERATION_FAILED, e.g. `operation_failed("binding 'vnet0' already exists")`.
+    pub fn operation_failed(detail: &str) -> Self {
+        Self::new(code::OPERATION_FAILED, domain::NWFILTER, format!("operation failed: {detail}"))
     }
 
     /// VIR_ERR_XML_ERROR from the nwfilter XML parsers.
