@@ -562,6 +562,22 @@ impl Engine {
             });
         }
         let name = filter.name.clone();
+        // A UUID names one filter, as in libvirt (its clients look filters
+        // up by UUID): a redefinition keeps its UUID, and no two share one.
+        // UUIDs compare by value: a file may write one in capitals.
+        let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+        let uuid = filter.uuid.clone().unwrap_or_default();
+        if let Some(old) = self.lib.get(&name).and_then(|(f, _)| f.uuid.clone()).filter(|u| !same(u, &uuid)) {
+            return Err(err(ErrorCode::Exists, format!("filter '{name}' already exists with uuid {old}")));
+        }
+        if let Some((other, _)) =
+            self.lib.iter().find(|(f, _)| f.name != name && f.uuid.as_deref().is_some_and(|u| same(u, &uuid)))
+        {
+            return Err(err(
+                ErrorCode::Exists,
+                format!("filter with same UUID but different name ('{}') already exists", other.name),
+            ));
+        }
         // A filter read from a file of another name is redefined in that
         // file: a second file defining it would make two definitions.
         let origin = match self.lib.get(&name) {
