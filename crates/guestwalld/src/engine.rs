@@ -82,15 +82,7 @@ fn yes(b: bool) -> &'static str {
 }
 
 fn random_uuid() -> String {
-    let mut b = [0u8; 16];
-    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
-        use std::io::Read;
-        let _ = f.read_exact(&mut b);
-    }
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    uuid::Uuid::new_v4().hyphenated().to_string()
 }
 
 /// Compiles bindings (with whether each port is routed) into their
@@ -570,6 +562,22 @@ impl Engine {
             });
         }
         let name = filter.name.clone();
+        // A UUID names one filter, as in libvirt (its clients look filters
+        // up by UUID): a redefinition keeps its UUID, and no two share one.
+        // UUIDs compare by value: a file may write one in capitals.
+        let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+        let uuid = filter.uuid.clone().unwrap_or_default();
+        if let Some(old) = self.lib.get(&name).and_then(|(f, _)| f.uuid.clone()).filter(|u| !same(u, &uuid)) {
+            return Err(err(ErrorCode::Exists, format!("filter '{name}' already exists with uuid {old}")));
+        }
+        if let Some((other, _)) =
+            self.lib.iter().find(|(f, _)| f.name != name && f.uuid.as_deref().is_some_and(|u| same(u, &uuid)))
+        {
+            return Err(err(
+                ErrorCode::Exists,
+                format!("filter with same UUID but different name ('{}') already exists", other.name),
+            ));
+        }
         // A filter read from a file of another name is redefined in that
         // file: a second file defining it would make two definitions.
         let origin = match self.lib.get(&name) {

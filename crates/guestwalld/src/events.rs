@@ -80,6 +80,16 @@ impl Inbox {
         answer.await.unwrap_or_else(|_| gone())
     }
 
+    /// Posts a request and waits for its answer, blocking this thread (for
+    /// threads outside the async runtime: the libvirt protocol's clients).
+    pub fn request_blocking(&self, req: Request) -> Response {
+        let (reply, answer) = oneshot::channel();
+        if self.tx.send(Envelope { event: Event::Request(req), reply: Some(reply) }).is_err() {
+            return gone();
+        }
+        answer.blocking_recv().unwrap_or_else(|_| gone())
+    }
+
     /// Interfaces changed: posts [`Event::LinksChanged`] unless one is
     /// already waiting.
     pub fn links_changed(&self) {

@@ -18,6 +18,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod engine;
 mod events;
 mod kernel;
+mod libvirt;
 mod links;
 #[cfg(test)]
 mod tests;
@@ -42,6 +43,14 @@ struct Args {
     /// The API socket.
     #[arg(long, default_value = gw_api::DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// Where libvirt's clients (virsh, virtqemud, libvirt-python) reach the
+    /// nwfilter driver: guestwall serves libvirt's RPC protocol there.
+    /// Left alone (with a warning) when virtnwfilterd answers on it.
+    #[arg(long, default_value = LIBVIRT_SOCKET)]
+    libvirt_socket: PathBuf,
+    /// Do not serve libvirt's protocol.
+    #[arg(long)]
+    no_libvirt: bool,
     /// Where filters are kept (one NAME.xml each).
     #[arg(long, default_value = "/etc/guestwall")]
     config_dir: PathBuf,
@@ -64,6 +73,10 @@ struct Args {
     #[arg(long, default_value_t = IDLE_TIMEOUT.as_secs_f64())]
     idle_timeout: f64,
 }
+
+/// virtnwfilterd's socket: libvirt's clients connect there for
+/// `nwfilter:///system`.
+pub const LIBVIRT_SOCKET: &str = "/run/libvirt/virtnwfilterd-sock";
 
 fn parse_mark_mask(s: &str) -> Result<gw_nft::MarkBits, String> {
     let v = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
@@ -273,6 +286,17 @@ async fn run(args: Args, store: gw_store::Store, process_started: std::time::Ins
         }
     }
     let listener = bind_socket(&args.socket)?;
+    // Another nwfilter daemon keeps its socket; guestwall still filters.
+    let libvirt_listener = match args.no_libvirt {
+        true => None,
+        false => match bind_socket(&args.libvirt_socket) {
+            Ok(l) => l.into_std().ok(),
+            Err(e) => {
+                warn!("not serving libvirt's protocol: {e:#}");
+                None
+            }
+        },
+    };
     let nft = Arc::new(Notify::new());
     let flags = Arc::new(HealFlags::default());
     watch_nft(nft.clone(), flags.clone())?;
@@ -289,6 +313,15 @@ async fn run(args: Args, store: gw_store::Store, process_started: std::time::Ins
         _ => {
             info!("ready: the rules were in the kernel in {:?} from the process's start", process_started.elapsed())
         }
+    }
+
+    let mut sockets = vec![args.socket.clone()];
+    if let Some(l) = libvirt_listener {
+        // The std listener is blocking: its clients have threads of their own.
+        l.set_nonblocking(false)?;
+        libvirt::serve(l, inbox.clone(), args.max_connections)?;
+        info!("serving libvirt's nwfilter protocol on {}", args.libvirt_socket.display());
+        sockets.push(args.libvirt_socket.clone());
     }
 
     // The mark-bit report: at start and every few seconds, off the request
@@ -386,12 +419,12 @@ async fn run(args: Args, store: gw_store::Store, process_started: std::time::Ins
             _ = hup.recv() => inbox.reload("SIGHUP"),
             _ = term.recv() => {
                 info!("stopping; the rules stay in the kernel");
-                let _ = std::fs::remove_file(&args.socket);
+                sockets.iter().for_each(|s| { let _ = std::fs::remove_file(s); });
                 return Ok(());
             }
             _ = tokio::signal::ctrl_c() => {
                 info!("stopping; the rules stay in the kernel");
-                let _ = std::fs::remove_file(&args.socket);
+                sockets.iter().for_each(|s| { let _ = std::fs::remove_file(s); });
                 return Ok(());
             }
         }

@@ -111,12 +111,24 @@ pub struct Library {
     quirks: Vec<(PathBuf, Diagnostic)>,
 }
 
+/// The namespace of the built-ins' UUIDs (a random UUID, fixed forever).
+const BUILTIN_NAMESPACE: uuid::Uuid = uuid::uuid!("7f3c2a5e-4b1d-4e8a-9c6f-2d0b5a7e1c93");
+
+/// A built-in filter's UUID: the same on every host and across restarts
+/// (libvirt gives every filter one, and its clients look filters up by it;
+/// libvirt's own built-ins get a random one when installed).
+pub fn builtin_uuid(name: &str) -> String {
+    uuid::Uuid::new_v5(&BUILTIN_NAMESPACE, name.as_bytes()).hyphenated().to_string()
+}
+
 impl Library {
     /// Only the built-ins.
     pub fn builtins() -> Result<Library, LoadError> {
         let mut lib = Library::default();
         for (name, xml) in BUILTINS {
-            let parsed = read_filter(xml).map_err(|source| LoadError::Builtin { name: name.to_string(), source })?;
+            let mut parsed =
+                read_filter(xml).map_err(|source| LoadError::Builtin { name: name.to_string(), source })?;
+            parsed.value.uuid.get_or_insert_with(|| builtin_uuid(name));
             lib.filters.insert(parsed.value.name.clone(), (parsed.value, Origin::Builtin));
         }
         Ok(lib)
