@@ -189,7 +189,13 @@ mod tests {
 
     #[test]
     fn json_answer_is_not_nested_in_its_kind() {
-        let b = BindingInfo { portdev: "vnet0".into(), filter: "f".into(), owner: "vm".into(), active: true };
+        let b = BindingInfo {
+            portdev: "vnet0".into(),
+            filter: "f".into(),
+            owner: "vm".into(),
+            active: true,
+            runtime: false,
+        };
         let v = json_answer(&Response::Bindings { bindings: vec![b] });
         assert_eq!(keys(&v), ["bindings"]);
         assert_eq!(v["bindings"][0]["portdev"], "vnet0");

@@ -6,6 +6,7 @@
 mod daemon_cmd;
 mod engine_cmd;
 mod filter_cmd;
+mod libvirt_import;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -39,6 +40,10 @@ enum Command {
     Reload,
     /// guestwalld's status.
     Status,
+    /// Take a libvirt host's filters and running bindings over (report,
+    /// define, bind; with --handover, remove libvirt's rules after
+    /// guestwall's are in; --back for the way back).
+    LibvirtImport(libvirt_import::ImportArgs),
 }
 
 /// What `try_main` reports back: success, or a failure already printed.
@@ -117,6 +122,7 @@ fn try_main() -> anyhow::Result<Outcome> {
         Command::Status => daemon_cmd::send(&cli.socket, gw_api::Request::Status, false),
         Command::Compile(args) => engine_cmd::compile(args),
         Command::Apply(args) => engine_cmd::apply(args, &cli.socket),
+        Command::LibvirtImport(args) => libvirt_import::run(args, &cli.socket),
     }
 }
 

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::Daemon;
+use common::{daemon_bin, wait_for, Daemon};
 use gw_libvirt_rpc::message::{frame, Header, MessageType, Status, WireError, REMOTE_PROGRAM, REMOTE_VERSION};
 use gw_libvirt_rpc::proc::num;
 use gw_libvirt_rpc::{xdr, BindingRef, Call};
@@ -400,4 +400,48 @@ fn bad_protocol_input_changes_nothing_and_other_clients_are_served() {
     assert!(virsh_ok(&d, &["nwfilter-list"]).contains("web"));
     assert!(d.alive());
     assert!(state() == before, "the disk or the kernel changed");
+}
+
+#[test]
+fn socket_activation_starts_guestwalld_on_the_first_libvirt_connection() {
+    require_root();
+    let activate = "systemd-socket-activate";
+    let found = Command::new(activate).arg("--version").output().is_ok_and(|o| o.status.success());
+    assert!(found, "{activate} is missing: this test needs Debian's systemd package (scripts/deps installs it)");
+    let mut t = TestHost::new(1);
+    let dir = t.dir.join("d");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let sock = dir.join("libvirt-sock");
+    let p = |s: &str| dir.join(s).display().to_string();
+    let listen = sock.display().to_string();
+    let bin = daemon_bin();
+    let args = [
+        activate,
+        "-l",
+        &listen,
+        "--fdname=libvirt",
+        &bin,
+        "--socket",
+        &p("sock"),
+        "--config-dir",
+        &p("etc"),
+        "--state-dir",
+        &p("var"),
+        "--runtime-dir",
+        &p("run"),
+    ];
+    let host = t.host.clone();
+    let log = dir.join("daemon.log");
+    t.spawn(&host, &args, &log);
+    wait_for(|| sock.exists(), "systemd-socket-activate listening");
+    assert!(!dir.join("sock").exists(), "guestwalld ran before anyone connected");
+    // virsh's connection starts it, waits in the socket's queue, and is served.
+    let uri = format!("nwfilter:///system?socket={listen}");
+    let o = Command::new(virsh_bin()).args(["-c", &uri, "nwfilter-list"]).output().expect("virsh");
+    assert!(o.status.success(), "virsh: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("clean-traffic"));
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(logged.contains("libvirt's socket comes from systemd"), "{logged}");
+    // Its own API is up too.
+    wait_for(|| dir.join("sock").exists(), "guestwalld's API socket");
 }

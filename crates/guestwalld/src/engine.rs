@@ -545,6 +545,7 @@ impl Engine {
                             filter: b.filterref.filter.clone(),
                             owner: b.owner.name.clone(),
                             active: self.active(applied.as_deref(), &b.portdev),
+                            runtime: self.runtime.contains(b.portdev.as_str()),
                         })
                         .collect()
                 },
@@ -628,7 +629,10 @@ impl Engine {
         // UUIDs compare by value: a file may write one in capitals.
         let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
         let uuid = filter.uuid.clone().unwrap_or_default();
-        if let Some(old) = self.lib.get(&name).and_then(|(f, _)| f.uuid.clone()).filter(|u| !same(u, &uuid)) {
+        // A built-in may be overlaid with another UUID: libvirt's built-ins
+        // are files with a UUID of each host's own.
+        let defined = self.lib.get(&name).filter(|(_, o)| matches!(o, Origin::File(_)));
+        if let Some(old) = defined.and_then(|(f, _)| f.uuid.clone()).filter(|u| !same(u, &uuid)) {
             return Err(err(ErrorCode::Exists, format!("filter '{name}' already exists with uuid {old}")));
         }
         if let Some((other, _)) =

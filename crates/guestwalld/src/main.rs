@@ -270,11 +270,54 @@ fn main() -> Result<()> {
     // The state directory's lock first, before anything touches the kernel.
     let store = gw_store::Store::open(&args.config_dir, &args.state_dir)?.with_runtime(&args.runtime_dir)?;
     let fds = raise_fd_limit();
+    // SAFETY: no thread has been started yet (the runtime comes next), so
+    // unsetting LISTEN_* cannot race another thread's reading of the
+    // environment.
+    let passed = unsafe { inherited_sockets() };
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(run(args, store, process_started, fds))
+    rt.block_on(run(args, store, process_started, fds, passed))
 }
 
-async fn run(args: Args, store: gw_store::Store, process_started: std::time::Instant, fds: u64) -> Result<()> {
+/// Sockets systemd passed (socket activation), by their
+/// `FileDescriptorName=`: `api` (guestwall's socket) and `libvirt`
+/// (virtnwfilterd's). systemd then holds them while the daemon restarts,
+/// so clients' connections wait instead of failing.
+///
+/// # Safety
+/// As `sd_notify::listen_fds_with_names_and_unset_env`: call it before any
+/// thread is started.
+unsafe fn inherited_sockets() -> std::collections::HashMap<String, std::os::unix::net::UnixListener> {
+    use std::os::fd::FromRawFd;
+    let mut out = std::collections::HashMap::new();
+    // SAFETY: see this function's contract.
+    let fds = match unsafe { sd_notify::listen_fds_with_names_and_unset_env() } {
+        Ok(fds) => fds,
+        Err(e) => {
+            warn!("ignoring the sockets systemd passed: {e}");
+            return out;
+        }
+    };
+    for (fd, name) in fds {
+        // SAFETY: systemd passed this descriptor to this process alone
+        // (LISTEN_PID matched) and nothing else owns it.
+        let l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
+        match name.as_str() {
+            "api" | "libvirt" => {
+                out.insert(name, l);
+            }
+            other => warn!("ignoring a socket systemd passed with the unknown name '{other}'"),
+        }
+    }
+    out
+}
+
+async fn run(
+    args: Args,
+    store: gw_store::Store,
+    process_started: std::time::Instant,
+    fds: u64,
+    mut passed: std::collections::HashMap<String, std::os::unix::net::UnixListener>,
+) -> Result<()> {
     load_bridge_conntrack();
     let features = gw_nft::Features {
         counters: args.counters,
@@ -289,12 +332,32 @@ async fn run(args: Args, store: gw_store::Store, process_started: std::time::Ins
             Err(e) => warn!("cannot enable bridge-nf-call sysctls: {e}"),
         }
     }
-    let listener = bind_socket(&args.socket)?;
+    // The socket files this process made, removed when it stops (systemd's
+    // stay: it listens on them while the daemon is down).
+    let mut made = Vec::new();
+    let listener = match passed.remove("api") {
+        Some(l) => {
+            l.set_nonblocking(true)?;
+            info!("serving the API on the socket systemd passed");
+            UnixListener::from_std(l)?
+        }
+        None => {
+            made.push(args.socket.clone());
+            bind_socket(&args.socket)?
+        }
+    };
     // Another nwfilter daemon keeps its socket; guestwall still filters.
-    let libvirt_listener = match args.no_libvirt {
-        true => None,
-        false => match bind_socket(&args.libvirt_socket) {
-            Ok(l) => l.into_std().ok(),
+    let libvirt_listener = match (args.no_libvirt, passed.remove("libvirt")) {
+        (true, _) => None,
+        (false, Some(l)) => {
+            info!("libvirt's socket comes from systemd");
+            Some(l)
+        }
+        (false, None) => match bind_socket(&args.libvirt_socket) {
+            Ok(l) => {
+                made.push(args.libvirt_socket.clone());
+                l.into_std().ok()
+            }
             Err(e) => {
                 warn!("not serving libvirt's protocol: {e:#}");
                 None
@@ -318,14 +381,17 @@ async fn run(args: Args, store: gw_store::Store, process_started: std::time::Ins
             info!("ready: the rules were in the kernel in {:?} from the process's start", process_started.elapsed())
         }
     }
+    // systemd (Type=notify) starts what is ordered after guestwalld (libvirt)
+    // only now: every stored binding is filtering.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        warn!("telling systemd that guestwalld is ready failed: {e}");
+    }
 
-    let mut sockets = vec![args.socket.clone()];
     if let Some(l) = libvirt_listener {
         // The std listener is blocking: its clients have threads of their own.
         l.set_nonblocking(false)?;
         libvirt::serve(l, inbox.clone(), args.max_connections)?;
-        info!("serving libvirt's nwfilter protocol on {}", args.libvirt_socket.display());
-        sockets.push(args.libvirt_socket.clone());
+        info!("serving libvirt's nwfilter protocol");
     }
 
     // The mark-bit report: at start and every few seconds, off the request
@@ -423,12 +489,12 @@ async fn run(args: Args, store: gw_store::Store, process_started: std::time::Ins
             _ = hup.recv() => inbox.reload("SIGHUP"),
             _ = term.recv() => {
                 info!("stopping; the rules stay in the kernel");
-                sockets.iter().for_each(|s| { let _ = std::fs::remove_file(s); });
+                made.iter().for_each(|s| { let _ = std::fs::remove_file(s); });
                 return Ok(());
             }
             _ = tokio::signal::ctrl_c() => {
                 info!("stopping; the rules stay in the kernel");
-                sockets.iter().for_each(|s| { let _ = std::fs::remove_file(s); });
+                made.iter().for_each(|s| { let _ = std::fs::remove_file(s); });
                 return Ok(());
             }
         }

@@ -246,8 +246,10 @@ fn redefining_a_filter_that_only_routed_ports_use_changes_only_its_chains() {
     r.define(&WEB.replace("PORT", "80"));
     r.bind("tap1", 1, "web");
     let before = r.fake.get().clone();
-    r.define(&WEB.replace("PORT", "443"));
+    let m = r.ok(Event::Request(Request::FilterDefine { xml: WEB.replace("PORT", "443"), libvirt_quirks: false }));
     assert_eq!(r.last(), "update", "a redefinition is one nft transaction of its chains");
+    assert!(m.contains("one transaction of "), "{m}");
+    eprintln!("routed-only redefinition: {m}");
     r.assert_kernel_is_the_plan();
     let after = r.fake.get().clone();
     for (family, t) in &after.tables {

@@ -154,6 +154,9 @@ pub struct BindingInfo {
     pub owner: String,
     /// Whether the port exists and is filtered now.
     pub active: bool,
+    /// Runtime state (libvirt's): kept under /run, gone with its port.
+    #[serde(default)]
+    pub runtime: bool,
 }
 
 /// The daemon's answer.
@@ -566,6 +569,7 @@ mod tests {
                     filter: "a".into(),
                     owner: "vm".into(),
                     active: true,
+                    runtime: true,
                 }],
             },
             Response::Status { lines: vec!["ok".into()] },
