@@ -9,8 +9,9 @@
 //!   puts it on its bridge, and before QEMU is even executed, so the guest's
 //!   CPUs have not run: this is where the bindings are made;
 //! - `started` comes after the CPUs are running: too late;
-//! - `stopped` comes while the XML still names the taps; `release` after
-//!   libvirt forgot the generated tap names (so usually nothing is left);
+//! - `stopped` and `release` come after libvirt forgot the generated tap
+//!   names (their XML has no `<target dev>`), so the domain's bindings are
+//!   found by their owner; `release` finds none left after `stopped`;
 //! - `reconnect` when libvirtd restarts with the guest running; a failure
 //!   there makes libvirtd kill the guest;
 //! - `migrate` (incoming) and `restore` are XML filters whose empty output
@@ -118,15 +119,20 @@ fn read_stdin(deadline: Instant) -> Result<String> {
         .map_err(|e| anyhow::anyhow!("the domain XML is not UTF-8 (byte {})", e.utf8_error().valid_up_to()))
 }
 
-/// One request to guestwalld; a daemon not (yet) there is waited for up to
-/// [`DAEMON_WAIT`].
-fn call(socket: &Path, request: Request) -> Result<Response> {
+/// guestwalld's socket, and how long a daemon not (yet) there is waited for.
+struct Client<'a> {
+    socket: &'a Path,
+    wait: Duration,
+}
+
+/// One request to guestwalld.
+fn call(c: &Client, request: Request) -> Result<Response> {
     let t0 = Instant::now();
     loop {
-        match gw_api::call(socket, request.clone()) {
+        match gw_api::call(c.socket, request.clone()) {
             Err(ClientError::Connect { source, .. })
                 if matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused)
-                    && t0.elapsed() < DAEMON_WAIT =>
+                    && t0.elapsed() < c.wait =>
             {
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -140,8 +146,8 @@ fn refused(what: &str, e: gw_api::ApiError) -> anyhow::Error {
 }
 
 /// The binding guestwalld keeps for a port, if any.
-fn current(socket: &Path, port: &str) -> Result<Option<Binding>> {
-    match call(socket, Request::BindingDumpxml { portdev: port.to_string() })? {
+fn current(c: &Client, port: &str) -> Result<Option<Binding>> {
+    match call(c, Request::BindingDumpxml { portdev: port.to_string() })? {
         Response::Xml { xml } => match gw_xml::read_binding(&xml) {
             Ok(b) => Ok(Some(b.value)),
             // Not ours to judge: a binding we cannot read is replaced.
@@ -164,8 +170,8 @@ fn placeholder(port: &str) -> Result<Binding> {
     })
 }
 
-fn delete(socket: &Path, port: &str) -> Result<bool> {
-    match call(socket, Request::BindingDelete { portdev: port.to_string() })? {
+fn delete(c: &Client, port: &str) -> Result<bool> {
+    match call(c, Request::BindingDelete { portdev: port.to_string() })? {
         Response::Ok { .. } => Ok(true),
         Response::Error(e) if e.code == ErrorCode::NotFound => Ok(false),
         Response::Error(e) => Err(refused(&format!("delete the binding of {port}"), e)),
@@ -189,14 +195,14 @@ pub struct Ensured {
 /// nwfilter RPC); one with another owner, MAC or filter is deleted, since
 /// the tap is this domain's now and nothing of another may stay on it; the
 /// missing ones are created in one request, all or none.
-fn ensure(socket: &Path, wanted: &[Binding]) -> Result<Ensured> {
+fn ensure(c: &Client, wanted: &[Binding]) -> Result<Ensured> {
     let mut done = Ensured::default();
     let mut create = Vec::new();
     for b in wanted {
-        match current(socket, &b.portdev)? {
+        match current(c, &b.portdev)? {
             Some(have) if have == *b => done.kept += 1,
             Some(_) => {
-                delete(socket, &b.portdev)?;
+                delete(c, &b.portdev)?;
                 done.replaced += 1;
                 create.push(b);
             }
@@ -207,7 +213,7 @@ fn ensure(socket: &Path, wanted: &[Binding]) -> Result<Ensured> {
         return Ok(done);
     }
     let documents = create.iter().map(|b| gw_xml::write_binding(b)).collect();
-    match call(socket, Request::BindingCreateBatch { documents })? {
+    match call(c, Request::BindingCreateBatch { documents })? {
         Response::Ok { .. } => {
             done.created = create.len();
             Ok(done)
@@ -220,15 +226,25 @@ fn ensure(socket: &Path, wanted: &[Binding]) -> Result<Ensured> {
     }
 }
 
-/// Deletes the domain's bindings, only those guestwalld keeps for this
-/// domain (its uuid): a port name already reused by another guest keeps its
-/// binding. Returns how many went.
-fn remove(socket: &Path, domain: &Domain) -> Result<usize> {
+/// Deletes the domain's bindings: those guestwalld keeps for this domain's
+/// uuid. They are found by the owner, not by the XML's ports: libvirt 9.0
+/// has already forgotten the tap names when it runs `stopped` (its XML then
+/// has no `<target dev>`). A port whose binding another guest holds now is
+/// left alone. Returns how many went.
+fn remove(c: &Client, domain: &Domain) -> Result<usize> {
+    let listed = match call(c, Request::BindingList)? {
+        Response::Bindings { bindings } => bindings,
+        Response::Error(e) => return Err(refused("list the bindings", e)),
+        other => bail!("guestwalld answered a binding list with {other:?}"),
+    };
+    let mut ports: Vec<String> = listed.into_iter().filter(|b| b.owner == domain.name).map(|b| b.portdev).collect();
+    ports.extend(domain.interfaces.iter().filter_map(|i| i.target.clone()));
+    ports.sort();
+    ports.dedup();
     let mut n = 0;
-    for i in domain.interfaces.iter().filter(|i| i.filterref.is_some()) {
-        let Some(port) = &i.target else { continue };
-        let ours = matches!(current(socket, port)?, Some(b) if b.owner.uuid == domain.uuid);
-        if ours && delete(socket, port)? {
+    for port in ports {
+        let ours = matches!(current(c, &port)?, Some(b) if b.owner.uuid == domain.uuid);
+        if ours && delete(c, &port)? {
             n += 1;
         }
     }
@@ -252,7 +268,10 @@ fn run_op(socket: &Path, name: &str, op: &str, deadline: Instant) -> Result<()> 
         Action::Ensure => {
             let wanted = domain.bindings().map_err(anyhow::Error::msg)?;
             let t0 = Instant::now();
-            let done = ensure(socket, &wanted)?;
+            // A daemon starting (boot, restart) is waited for: a start that
+            // fails for want of it costs the guest its start or, at
+            // reconnect, its life.
+            let done = ensure(&Client { socket, wait: DAEMON_WAIT }, &wanted)?;
             // libvirtd shows a hook's output only when it fails; this line is
             // for people running the hook by hand, and for the tests.
             eprintln!(
@@ -265,7 +284,10 @@ fn run_op(socket: &Path, name: &str, op: &str, deadline: Instant) -> Result<()> 
             Ok(())
         }
         Action::Remove => {
-            remove(socket, &domain)?;
+            // libvirtd goes on whatever the hook says here: no waiting. A
+            // binding left behind is replaced when its port is next bound.
+            let n = remove(&Client { socket, wait: Duration::ZERO }, &domain)?;
+            eprintln!("guestwall: domain {name}: {op}: {n} binding(s) deleted");
             Ok(())
         }
         Action::Check => domain.bindings().map(drop).or_else(|e| {
