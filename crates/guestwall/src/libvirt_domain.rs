@@ -476,7 +476,8 @@ pub fn convert_domain(text: &str, source_name: &str) -> Result<Converted, Domain
                 let indent = plain(root, "name").next().map_or("  ", |n| line_start(text, n.range().start).1);
                 let inner = format!("{indent}  ");
                 let block = render_filters(&refs, &inner);
-                let sep = if at == close { "\n" } else { "" };
+                // `</domain>` after other text on its line: the block starts a line of its own.
+                let sep = if at == 0 || text[..at].ends_with('\n') { "" } else { "\n" };
                 edits.push((at, at, format!("{sep}{indent}<metadata>\n{inner}{block}\n{indent}</metadata>\n")));
             }
         },
@@ -669,6 +670,7 @@ mod tests {
             "{}",
             c.xml
         );
+        assert!(c.xml.contains("  </devices>\n  <metadata>\n"), "no blank line before it: {}", c.xml);
         assert!(c.xml.ends_with("  </metadata>\n</domain>\n"), "{}", c.xml);
         // What the hook then reads is what the interface said.
         let (before_ref, after) = (read_domain(&before, "d").unwrap(), read_domain(&c.xml, "d").unwrap());
