@@ -4,7 +4,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use gw_builtins::{Library, BUILTINS};
-use gw_model::{Binding, FilterRef, MacAddr, Owner};
+use gw_model::{Binding, FilterRef, MacAddr, Owner, ParamValue};
 use gw_nft::{plan, port_input, Features, PortInput, StateSource};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -18,15 +18,13 @@ fn binding(i: u32, filter: &str) -> Binding {
         filterref: FilterRef {
             filter: filter.into(),
             params: [
-                ("IP".to_string(), vec![format!("10.0.{}.{}", (i >> 8) & 0xff, i & 0xff)]),
-                ("IPV6".to_string(), vec!["2001:db8::1".to_string()]),
-                (
-                    "DHCPSERVER".to_string(),
-                    vec![if filter.contains("dhcpv6") { "2001:db8::fe" } else { "192.0.2.254" }.to_string()],
-                ),
-                ("GATEWAY_MAC".to_string(), vec!["52:54:00:00:00:fe".to_string()]),
+                ("IP", format!("10.0.{}.{}", (i >> 8) & 0xff, i & 0xff)),
+                ("IPV6", "2001:db8::1".to_string()),
+                ("DHCPSERVER", if filter.contains("dhcpv6") { "2001:db8::fe" } else { "192.0.2.254" }.to_string()),
+                ("GATEWAY_MAC", "52:54:00:00:00:fe".to_string()),
             ]
             .into_iter()
+            .map(|(k, v)| (k.to_string(), vec![ParamValue::new(v).expect("a value")]))
             .collect(),
         },
     }

@@ -14,6 +14,11 @@ pub enum BindingCmd {
         /// The binding documents.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Runtime state, as libvirt's bindings of running guests: kept
+        /// under the daemon's runtime directory (/run), gone after a reboot,
+        /// and deleted when the port goes away.
+        #[arg(long)]
+        runtime: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -118,10 +123,13 @@ fn read(path: &Path) -> Result<String> {
 
 pub fn binding(socket: &Path, cmd: BindingCmd) -> Result<Outcome> {
     match cmd {
-        BindingCmd::Create { files, json } => {
+        BindingCmd::Create { files, runtime, json } => {
             let req = match files.as_slice() {
-                [one] => Request::BindingCreate { document: read(one)? },
-                many => Request::BindingCreateBatch { documents: many.iter().map(|f| read(f)).collect::<Result<_>>()? },
+                [one] => Request::BindingCreate { document: read(one)?, runtime },
+                many => Request::BindingCreateBatch {
+                    documents: many.iter().map(|f| read(f)).collect::<Result<_>>()?,
+                    runtime,
+                },
             };
             send(socket, req, json)
         }

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use gw_builtins::{Library, Origin};
 use gw_model::Filter;
-use gw_resolve::{params_from_pairs, resolve, Resolved, ResolvedRule, RootEntry};
+use gw_resolve::{params_from_pairs, resolve, PairError, Resolved, ResolvedRule, RootEntry};
 use gw_xml::{match_elements, read_filter, write_filter, Diagnostic, Parsed};
 use std::path::{Path, PathBuf};
 
@@ -206,7 +206,16 @@ fn normalize(file: &Path) -> Result<Outcome> {
 
 fn resolve_cmd(name: &str, pairs: &[String], dir: Option<&Path>, json: bool) -> Result<Outcome> {
     let mut lib = load_library(dir)?;
-    let params = params_from_pairs(pairs.iter().map(String::as_str)).map_err(anyhow::Error::msg)?;
+    let params = match params_from_pairs(pairs.iter().map(String::as_str)) {
+        Ok(p) => p,
+        // A value a parameter cannot have is invalid input, as it was when
+        // resolution found it; a malformed pair is a usage error.
+        Err(PairError::BadValue(e)) => {
+            eprintln!("guestwall: {}", error_text(&e));
+            return Ok(Outcome::Invalid);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let path = Path::new(name);
     let filter = if lib.get(name).is_some() && !(name.ends_with(".xml") && path.is_file()) {
         lib.get(name).map(|(f, _)| f.clone())

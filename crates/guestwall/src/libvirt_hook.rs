@@ -213,7 +213,7 @@ fn ensure(c: &Client, wanted: &[Binding]) -> Result<Ensured> {
         return Ok(done);
     }
     let documents = create.iter().map(|b| gw_xml::write_binding(b)).collect();
-    match call(c, Request::BindingCreateBatch { documents })? {
+    match call(c, Request::BindingCreateBatch { documents, runtime: true })? {
         Response::Ok { .. } => {
             done.created = create.len();
             Ok(done)

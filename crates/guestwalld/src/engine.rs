@@ -8,8 +8,8 @@ use gw_api::{ApiError, BindingInfo, ErrorCode, FilterInfo, Request, Response};
 use gw_builtins::{Library, Origin};
 use gw_model::{Binding, Filter};
 use gw_nft::{Features, Plan, PortInput};
-use gw_store::{Store, StoreError};
-use std::collections::BTreeMap;
+use gw_store::{Lifetime, Store, StoreError};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use tracing::{error, info, warn};
@@ -32,6 +32,15 @@ pub struct Engine {
     store: Store,
     lib: Library,
     bindings: BTreeMap<String, Binding>,
+    /// Ports whose bindings are runtime state (libvirt's, kept under /run):
+    /// such a binding lives as long as its port, so that a guest whose
+    /// port goes away without its binding being deleted (a crash) never
+    /// passes it on to the next interface of that name.
+    runtime: BTreeSet<String>,
+    /// Runtime bindings' ports seen present since the binding was made
+    /// (and those loaded at start-up, which existed before): when one of
+    /// these is absent, its port went away.
+    seen: BTreeSet<String>,
     /// Ports whose binding file could not be read, and why: they are
     /// blocked (every frame dropped) until the binding is deleted or
     /// created again.
@@ -134,6 +143,13 @@ fn compile_all(lib: &Library, items: &[(&Binding, bool)]) -> Vec<Result<PortInpu
     })
 }
 
+fn lifetime(runtime: bool) -> Lifetime {
+    match runtime {
+        true => Lifetime::Runtime,
+        false => Lifetime::Persistent,
+    }
+}
+
 fn parse_binding(doc: &str) -> Result<(Binding, Vec<String>), ApiError> {
     if doc.trim_start().starts_with('{') {
         let b: Binding = serde_json::from_str(doc)
@@ -201,12 +217,25 @@ impl Engine {
         }
         let mut bindings = BTreeMap::new();
         let mut blocked = BTreeMap::new();
-        for (port, entry) in loaded.bindings {
+        let mut runtime = BTreeSet::new();
+        let persistent = loaded.bindings.into_iter().map(|b| (b, Lifetime::Persistent));
+        for ((port, entry), lifetime) in
+            persistent.chain(loaded.runtime_bindings.into_iter().map(|b| (b, Lifetime::Runtime)))
+        {
             let path = entry.path().to_path_buf();
             let problem = match entry {
                 gw_store::Entry::Bad { reason, .. } => reason,
                 gw_store::Entry::Ok { text, .. } => match parse_binding(&text) {
                     Ok((b, _)) if b.portdev.as_str() == port => {
+                        if lifetime == Lifetime::Runtime {
+                            if bindings.contains_key(&port) {
+                                warn!(
+                                    "{}: port {port} has a stored binding too; this runtime one is used",
+                                    path.display()
+                                );
+                            }
+                            runtime.insert(port.clone());
+                        }
                         bindings.insert(b.portdev.to_string(), b);
                         continue;
                     }
@@ -233,6 +262,8 @@ impl Engine {
             store,
             lib,
             bindings,
+            seen: runtime.clone(),
+            runtime,
             blocked,
             mark_report,
             features,
@@ -398,6 +429,7 @@ impl Engine {
     /// in one transaction (no flush first, so no window).
     fn apply_all(&mut self, why: &str) -> Result<(), ApiError> {
         self.refresh_links()?;
+        self.drop_gone_ports();
         let started = std::time::Instant::now();
         let plan = self.desired(&self.lib, &self.bindings, false)?;
         let planned = started.elapsed();
@@ -416,6 +448,34 @@ impl Engine {
         Ok(())
     }
 
+    /// Deletes the runtime bindings whose ports went away (see
+    /// [`Engine::runtime`]); the next plan leaves them out. Their ports are
+    /// gone, so no port loses its filter.
+    fn drop_gone_ports(&mut self) {
+        let mut gone = Vec::new();
+        for port in &self.runtime {
+            match self.links.contains_key(port) {
+                true => {
+                    self.seen.insert(port.clone());
+                }
+                false if self.seen.contains(port) => gone.push(port.clone()),
+                false => {}
+            }
+        }
+        for port in gone {
+            if let Err(e) = self.store.remove_binding(&port) {
+                error!(
+                    "port {port} went away, but removing its runtime binding's file failed: {e}; it is dropped anyway"
+                );
+            }
+            let owner = self.bindings.remove(&port).map(|b| b.owner.name).unwrap_or_default();
+            self.runtime.remove(&port);
+            self.seen.remove(&port);
+            self.compiled.borrow_mut().remove(&port);
+            info!("port {port} went away: its runtime binding (guest {owner}) is deleted");
+        }
+    }
+
     /// How many bound ports exist and are filtered.
     fn active_count(&self) -> usize {
         let applied = self.applied();
@@ -429,6 +489,7 @@ impl Engine {
             error!("interfaces changed, but listing them failed: {e}");
             return Err(e);
         }
+        self.drop_gone_ports();
         let plan = self.desired(&self.lib, &self.bindings, false).inspect_err(|e| {
             error!("interfaces changed, but planning failed: {e}");
         })?;
@@ -467,8 +528,8 @@ impl Engine {
                 Some((f, _)) => Ok(Response::Xml { xml: gw_xml::write_filter(f) }),
                 None => Err(err(ErrorCode::NotFound, format!("no filter named '{name}'"))),
             },
-            Request::BindingCreate { document } => self.bind(&[document]),
-            Request::BindingCreateBatch { documents } => self.bind(&documents),
+            Request::BindingCreate { document, runtime } => self.bind(&[document], lifetime(runtime)),
+            Request::BindingCreateBatch { documents, runtime } => self.bind(&documents, lifetime(runtime)),
             Request::BindingDelete { portdev } => {
                 // Parsed where it comes in, like every port name.
                 let port = gw_model::IfName::new(portdev).map_err(|e| err(ErrorCode::Invalid, e))?;
@@ -562,6 +623,22 @@ impl Engine {
             });
         }
         let name = filter.name.clone();
+        // A UUID names one filter, as in libvirt (its clients look filters
+        // up by UUID): a redefinition keeps its UUID, and no two share one.
+        // UUIDs compare by value: a file may write one in capitals.
+        let same = |a: &str, b: &str| a.eq_ignore_ascii_case(b);
+        let uuid = filter.uuid.clone().unwrap_or_default();
+        if let Some(old) = self.lib.get(&name).and_then(|(f, _)| f.uuid.clone()).filter(|u| !same(u, &uuid)) {
+            return Err(err(ErrorCode::Exists, format!("filter '{name}' already exists with uuid {old}")));
+        }
+        if let Some((other, _)) =
+            self.lib.iter().find(|(f, _)| f.name != name && f.uuid.as_deref().is_some_and(|u| same(u, &uuid)))
+        {
+            return Err(err(
+                ErrorCode::Exists,
+                format!("filter with same UUID but different name ('{}') already exists", other.name),
+            ));
+        }
         // A filter read from a file of another name is redefined in that
         // file: a second file defining it would make two definitions.
         let origin = match self.lib.get(&name) {
@@ -640,9 +717,9 @@ impl Engine {
         Ok(Response::Ok { message: format!("filter {name} undefined"), warnings: Vec::new() })
     }
 
-    fn bind(&mut self, documents: &[String]) -> Result<Response, ApiError> {
+    fn bind(&mut self, documents: &[String], lifetime: Lifetime) -> Result<Response, ApiError> {
         let mut tried = Vec::new();
-        let r = self.bind_all(documents, &mut tried);
+        let r = self.bind_all(documents, lifetime, &mut tried);
         if r.is_err() {
             // What a refused request compiled must not stay in the cache.
             let mut cache = self.compiled.borrow_mut();
@@ -653,7 +730,12 @@ impl Engine {
         r
     }
 
-    fn bind_all(&mut self, documents: &[String], tried: &mut Vec<String>) -> Result<Response, ApiError> {
+    fn bind_all(
+        &mut self,
+        documents: &[String],
+        lifetime: Lifetime,
+        tried: &mut Vec<String>,
+    ) -> Result<Response, ApiError> {
         let t0 = std::time::Instant::now();
         let mut bindings = self.bindings.clone();
         let mut added = Vec::new();
@@ -696,13 +778,20 @@ impl Engine {
         // Large batches: one journal file made durable, the files later. A
         // failed store has undone itself (nothing of the batch is left,
         // journal included, so nothing comes back after a restart).
-        let batch = self.store.put_bindings(&files).map_err(storage)?;
+        let batch = self.store.put_bindings(&files, lifetime).map_err(storage)?;
         tracing::debug!("{} binding file(s) made durable in {:?}", batch.len(), t0.elapsed());
         match self.load_plan(plan) {
             Ok(m) => {
                 self.bindings = bindings;
                 for b in &added {
-                    self.blocked.remove(b.portdev.as_str());
+                    let port = b.portdev.as_str();
+                    self.blocked.remove(port);
+                    if lifetime == Lifetime::Runtime {
+                        self.runtime.insert(port.to_string());
+                        if self.links.contains_key(port) {
+                            self.seen.insert(port.to_string());
+                        }
+                    }
                 }
                 let message = if let [b] = added.as_slice() {
                     let port = &b.portdev;
@@ -762,11 +851,14 @@ impl Engine {
         match self.load_plan(plan) {
             Ok(m) => {
                 self.bindings = bindings;
+                self.seen.remove(port);
+                self.runtime.remove(port);
                 info!("binding {port} deleted: {m}");
                 Ok(Response::Ok { message: format!("binding for {port} deleted"), warnings: Vec::new() })
             }
             Err(e) => {
-                if let Err(u) = self.store.put_binding(port, gw_xml::write_binding(&b).as_bytes()) {
+                let kept = lifetime(self.runtime.contains(port));
+                if let Err(u) = self.store.put_binding(port, gw_xml::write_binding(&b).as_bytes(), kept) {
                     error!("putting back the binding of {port} after the kernel refused its removal failed: {u}");
                 }
                 Err(e)

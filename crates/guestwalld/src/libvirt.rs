@@ -209,7 +209,8 @@ impl Backend for Daemon<'_> {
             .map_err(|e| RpcError::xml_error(&e.errors.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; ")))?
             .value;
         let port = b.portdev.to_string();
-        self.ask(Request::BindingCreate { document: xml.to_string() }).map_err(|e| match e.code {
+        // libvirt's bindings are its running guests' runtime state.
+        self.ask(Request::BindingCreate { document: xml.to_string(), runtime: true }).map_err(|e| match e.code {
             ErrorCode::Exists => RpcError::operation_failed(&format!("binding '{port}' already exists")),
             ErrorCode::NotFound => {
                 RpcError::internal(&format!("referenced filter '{}' is missing", b.filterref.filter))

@@ -57,6 +57,10 @@ struct Args {
     /// Where bindings are kept.
     #[arg(long, default_value = "/var/lib/guestwall")]
     state_dir: PathBuf,
+    /// Where runtime bindings are kept (libvirt's, and `binding create
+    /// --runtime`): on a tmpfs, so that they are gone after a reboot.
+    #[arg(long, default_value = "/run/guestwall")]
+    runtime_dir: PathBuf,
     /// Give every rule a counter (costs forwarding rate; shows which rules decide).
     #[arg(long)]
     counters: bool,
@@ -264,7 +268,7 @@ fn main() -> Result<()> {
         bail!("guestwalld must run as root");
     }
     // The state directory's lock first, before anything touches the kernel.
-    let store = gw_store::Store::open(&args.config_dir, &args.state_dir)?;
+    let store = gw_store::Store::open(&args.config_dir, &args.state_dir)?.with_runtime(&args.runtime_dir)?;
     let fds = raise_fd_limit();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(run(args, store, process_started, fds))

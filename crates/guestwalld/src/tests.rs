@@ -82,7 +82,9 @@ impl Dirs {
         Dirs(d)
     }
     fn store(&self) -> gw_store::Store {
-        gw_store::Store::open(&self.0.join("etc"), &self.0.join("var")).expect("store")
+        gw_store::Store::open(&self.0.join("etc"), &self.0.join("var"))
+            .and_then(|s| s.with_runtime(&self.0.join("run")))
+            .expect("store")
     }
     fn binding_file(&self, port: &str) -> PathBuf {
         self.0.join("var/bindings").join(format!("{port}.xml"))
@@ -141,7 +143,7 @@ impl Rig {
         }
     }
     fn bind(&mut self, port: &str, n: u8, filter: &str) {
-        self.ok(Event::Request(Request::BindingCreate { document: json(port, n, filter) }));
+        self.ok(Event::Request(Request::BindingCreate { document: json(port, n, filter), runtime: false }));
     }
     fn define(&mut self, xml: &str) {
         self.ok(Event::Request(Request::FilterDefine { xml: xml.into(), libvirt_quirks: false }));
@@ -277,7 +279,10 @@ fn a_refused_transaction_changes_neither_the_kernel_nor_the_store() {
 
     // An element batch the kernel refuses: a binding is not created.
     r.fake.get().refuse_commit = Some(Refused::NoSet("test".into()));
-    let code = r.refused(Event::Request(Request::BindingCreate { document: json("vnet2", 2, "clean-traffic") }));
+    let code = r.refused(Event::Request(Request::BindingCreate {
+        document: json("vnet2", 2, "clean-traffic"),
+        runtime: false,
+    }));
     assert_eq!(code, ErrorCode::Kernel);
     assert!(*r.fake.get() == before, "the kernel changed");
     assert!(!dirs.binding_file("vnet2").exists(), "the refused binding's file stayed");
@@ -352,7 +357,9 @@ fn interface_events_coalesce_and_requests_are_answered_in_order() {
     go.send(()).expect("go");
     // A binding for a port that does not exist lists the links once more.
     go.send(()).expect("go");
-    let answer = rt.block_on(inbox.request(Request::BindingCreate { document: json("vnet5", 5, "clean-traffic") }));
+    let answer = rt.block_on(
+        inbox.request(Request::BindingCreate { document: json("vnet5", 5, "clean-traffic"), runtime: false }),
+    );
     assert!(matches!(answer, Response::Ok { .. }), "{answer:?}");
     let dumps = *host.dumps.lock().expect("dumps") - dumps_at_start;
     assert_eq!(dumps, 3, "two link events and one request's refresh, not {dumps}");
@@ -363,4 +370,74 @@ fn interface_events_coalesce_and_requests_are_answered_in_order() {
     let mut want = FakeKernel::new();
     want.load(&plan);
     assert!(*fake.get() == want);
+}
+
+impl Rig {
+    fn bind_runtime(&mut self, port: &str, n: u8) {
+        self.ok(Event::Request(Request::BindingCreate { document: json(port, n, "clean-traffic"), runtime: true }));
+    }
+    fn ports(&mut self) -> Vec<String> {
+        match self.engine.on(Event::Request(Request::BindingList)) {
+            Response::Bindings { bindings } => bindings.into_iter().map(|b| b.portdev).collect(),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_runtime_binding_lives_as_long_as_its_port_and_is_never_passed_on() {
+    let dirs = Dirs::new("runtime");
+    let mut r = rig(&dirs);
+    r.host.set("vnet0", Some(true));
+    r.host.set("tap1", Some(true));
+    r.ok(Event::Reload("start-up"));
+    r.bind_runtime("vnet0", 1);
+    r.bind("tap1", 2, "clean-traffic");
+    assert!(dirs.0.join("run/bindings/vnet0.xml").exists(), "a runtime binding is kept under the runtime directory");
+    assert!(dirs.binding_file("tap1").exists());
+    // A runtime binding made before its port exists waits for it.
+    r.bind_runtime("vnet7", 7);
+    r.ok(Event::LinksChanged);
+    assert_eq!(r.ports(), ["tap1", "vnet0", "vnet7"]);
+
+    // Both ports go away (the guest crashed; nobody deleted the bindings):
+    // the runtime binding goes with its port, the stored one stays.
+    r.host.set("vnet0", None);
+    r.host.set("tap1", None);
+    r.ok(Event::LinksChanged);
+    assert_eq!(r.ports(), ["tap1", "vnet7"]);
+    assert!(!dirs.0.join("run/bindings/vnet0.xml").exists());
+    r.assert_kernel_is_the_plan();
+    // A new guest's interface of the same name gets its own binding, not
+    // the old guest's.
+    r.host.set("vnet0", Some(true));
+    r.ok(Event::LinksChanged);
+    r.bind_runtime("vnet0", 3);
+    r.assert_kernel_is_the_plan();
+
+    // vnet7 appears, then goes: its binding goes too.
+    r.host.set("vnet7", Some(true));
+    r.ok(Event::LinksChanged);
+    r.host.set("vnet7", None);
+    r.ok(Event::LinksChanged);
+    assert_eq!(r.ports(), ["tap1", "vnet0"]);
+
+    // A restart: runtime bindings whose ports went away while the daemon
+    // was down are deleted at start-up; the others stay.
+    let fake = r.fake.clone();
+    drop(r);
+    let mut again = rig_with(&dirs, fake.clone());
+    again.host.set("tap1", Some(true));
+    again.ok(Event::Reload("start-up"));
+    assert_eq!(again.ports(), ["tap1"], "vnet0 went away while the daemon was down");
+    drop(again);
+    let mut third = rig_with(&dirs, fake);
+    third.host.set("vnet0", Some(true));
+    third.bind_runtime("vnet0", 4);
+    drop(third);
+    let mut fourth = rig_with(&dirs, Fake::default());
+    fourth.host.set("vnet0", Some(true));
+    fourth.ok(Event::Reload("start-up"));
+    assert_eq!(fourth.ports(), ["tap1", "vnet0"]);
+    fourth.assert_kernel_is_the_plan();
 }

@@ -52,11 +52,18 @@ pub enum Request {
     BindingCreate {
         /// The `<filterbinding>` XML or JSON.
         document: String,
+        /// Runtime state (libvirt's bindings of running guests): kept under
+        /// /run, gone after a reboot, and deleted when its port goes away.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        runtime: bool,
     },
     /// Bind several ports in one transaction (all or none).
     BindingCreateBatch {
         /// The `<filterbinding>` XML or JSON documents.
         documents: Vec<String>,
+        /// As for [`Request::BindingCreate`].
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        runtime: bool,
     },
     /// Remove a port's binding.
     BindingDelete {
@@ -494,9 +501,10 @@ mod tests {
             Request::FilterUndefine { name: "a".into() },
             Request::FilterList,
             Request::FilterDumpxml { name: "clean-traffic".into() },
-            Request::BindingCreate { document: "<filterbinding/>".into() },
-            Request::BindingCreateBatch { documents: vec!["<filterbinding/>".into(), "{}".into()] },
-            Request::BindingCreateBatch { documents: vec![] },
+            Request::BindingCreate { document: "<filterbinding/>".into(), runtime: false },
+            Request::BindingCreate { document: "<filterbinding/>".into(), runtime: true },
+            Request::BindingCreateBatch { documents: vec!["<filterbinding/>".into(), "{}".into()], runtime: false },
+            Request::BindingCreateBatch { documents: vec![], runtime: true },
             Request::BindingDelete { portdev: "vnet0".into() },
             Request::BindingList,
             Request::BindingDumpxml { portdev: "vnet0".into() },
@@ -778,7 +786,7 @@ mod tests {
 
     #[test]
     fn client_refuses_a_request_over_the_limit() {
-        let huge = Request::BindingCreate { document: "a".repeat(MAX_REQUEST_LEN) };
+        let huge = Request::BindingCreate { document: "a".repeat(MAX_REQUEST_LEN), runtime: false };
         let r = call(Path::new("/nonexistent/guestwall.sock"), huge);
         assert!(matches!(r, Err(ClientError::TooLarge { len }) if len > MAX_REQUEST_LEN), "{r:?}");
     }

@@ -60,7 +60,7 @@ pub struct Bound {
 /// defaulting to the binding's MAC address.
 pub fn binding_params(b: &Binding) -> Params {
     let mut p = b.filterref.params.clone();
-    p.entry(reserved::MAC.to_string()).or_insert_with(|| vec![b.mac.to_string()]);
+    p.entry(reserved::MAC.to_string()).or_insert_with(|| vec![gw_model::ParamValue::from(b.mac)]);
     p
 }
 

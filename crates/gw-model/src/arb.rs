@@ -6,6 +6,7 @@
 //! ([`ProtocolMatch::fixup`]) is applied, as after reading.
 
 use crate::filter::{Action, Direction, Entry, FieldValue, Filter, FilterRef, ProtocolMatch, Rule};
+use crate::param::ParamValue;
 use crate::protocol::{Field, Kind, Protocol};
 use crate::value::{parse_value, Value, VarAccess};
 use proptest::prelude::*;
@@ -136,11 +137,12 @@ pub fn rule() -> impl Strategy<Value = Rule> {
 }
 
 /// Parameters: valid names with one to three valid values.
-pub fn params() -> impl Strategy<Value = BTreeMap<String, Vec<String>>> {
+pub fn params() -> impl Strategy<Value = BTreeMap<String, Vec<ParamValue>>> {
     proptest::collection::btree_map(
         select(vec!["IP", "MAC", "A", "B", "PORTS", "DHCPSERVER"]).prop_map(str::to_string),
         proptest::collection::vec(
-            prop_oneof!["192\\.0\\.2\\.[0-9]{1,2}", "[0-9]{1,4}", "52:54:00:0[0-9]:00:0[0-9]", "[a-z]{1,5}",],
+            prop_oneof!["192\\.0\\.2\\.[0-9]{1,2}", "[0-9]{1,4}", "52:54:00:0[0-9]:00:0[0-9]", "[a-z]{1,5}",]
+                .prop_filter_map("a valid parameter value", |t| ParamValue::new(t).ok()),
             1..4,
         ),
         0..4,

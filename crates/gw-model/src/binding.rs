@@ -1,8 +1,9 @@
 //! A binding: a filter with parameters, bound to one port of the host.
 
 use crate::filter::{check_filter_name, FilterRef};
+use crate::param::{ParamValue, ParamValueError};
 use crate::text::{check_no_control, Shown};
-use crate::value::{is_var_name_char, is_var_value_char, parse_ipv4, parse_ipv6, MacAddr};
+use crate::value::{is_var_name_char, MacAddr};
 use serde::{Deserialize, Serialize};
 
 /// libvirt's `<filterbinding>`: which filter, with which parameters, guards
@@ -78,34 +79,52 @@ pub enum ParamError {
 /// What a reserved variable holds, checked on the values a binding gives:
 /// the guest's addresses must be addresses, since a value that fits no rule
 /// would otherwise leave the guest with no address at all.
-fn check_reserved(name: &str, value: &str) -> Result<(), String> {
+fn check_reserved(name: &str, value: &ParamValue) -> Result<(), ParamError> {
     let ok = match name {
-        "IP" => parse_ipv4(value).is_some(),
-        "IPV6" | "DHCPSERVERV6" => parse_ipv6(value).is_some(),
-        "DHCPSERVER" => parse_ipv4(value).is_some() || parse_ipv6(value).is_some(),
-        "MAC" => MacAddr::parse(value).is_some(),
+        "IP" => value.ipv4().is_some(),
+        "IPV6" | "DHCPSERVERV6" => value.ipv6().is_some(),
+        "DHCPSERVER" => value.ipv4().is_some() || value.ipv6().is_some(),
+        "MAC" => value.mac().is_some(),
         "CTRL_IP_LEARNING" => ["any", "dhcp", "none"].iter().any(|v| v.eq_ignore_ascii_case(value)),
         _ => true,
     };
-    if ok {
-        return Ok(());
+    match reserved_problem(name) {
+        Some(problem) if !ok => {
+            Err(ParamError::BadValue { name: name.to_string(), value: value.to_string(), reason: problem.to_string() })
+        }
+        _ => Ok(()),
     }
-    Err(match name {
-        "IP" => "is not an IPv4 address: IP holds the guest's IPv4 addresses, one plain address per value (no prefix length)".into(),
-        "IPV6" => "is not an IPv6 address: IPV6 holds the guest's IPv6 addresses, one plain address per value (no prefix length)".into(),
-        "DHCPSERVERV6" => "is not an IPv6 address: DHCPSERVERV6 holds DHCPv6 servers' addresses, one per value".into(),
-        "DHCPSERVER" => "is not an IPv4 or IPv6 address: DHCPSERVER holds DHCP servers' addresses, one per value".into(),
-        "MAC" => "is not a MAC address (like 52:54:00:12:34:56)".into(),
-        _ => "is not one of any, dhcp or none".into(),
+}
+
+/// What is wrong with a value a reserved variable cannot hold.
+fn reserved_problem(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "IP" => "is not an IPv4 address: IP holds the guest's IPv4 addresses, one plain address per value (no prefix length)",
+        "IPV6" => "is not an IPv6 address: IPV6 holds the guest's IPv6 addresses, one plain address per value (no prefix length)",
+        "DHCPSERVERV6" => "is not an IPv6 address: DHCPSERVERV6 holds DHCPv6 servers' addresses, one per value",
+        "DHCPSERVER" => "is not an IPv4 or IPv6 address: DHCPSERVER holds DHCP servers' addresses, one per value",
+        "MAC" => "is not a MAC address (like 52:54:00:12:34:56)",
+        "CTRL_IP_LEARNING" => "is not one of any, dhcp or none",
+        _ => return None,
     })
 }
 
+/// A text refused as a value of parameter `name`. For a reserved variable
+/// the message says what it holds (no text that fails [`ParamValue::new`]
+/// is an address, a MAC or a learning mode, and the user most likely meant
+/// one: `IP='192.0.2.1/32'`).
+pub fn param_value_refused(name: &str, e: ParamValueError) -> ParamError {
+    let reason = reserved_problem(name).map_or_else(|| e.problem.to_string(), str::to_string);
+    ParamError::BadValue { name: name.to_string(), value: e.value, reason }
+}
+
 /// Checks a parameter a binding gives (or a caller's parameter in
-/// resolution): a valid name, at most [`MAX_PARAM_VALUES`] values, each of
-/// them one libvirt accepts (not empty; letters, digits and `_.:`), and for
+/// resolution): a valid name, at most [`MAX_PARAM_VALUES`] values, and for
 /// libvirt's reserved variables (`IP`, `IPV6`, `MAC`, `DHCPSERVER`,
-/// `DHCPSERVERV6`, `CTRL_IP_LEARNING`) a value of their kind.
-pub fn check_param(name: &str, values: &[String]) -> Result<(), ParamError> {
+/// `DHCPSERVERV6`, `CTRL_IP_LEARNING`) values of their kind. That each value
+/// is one libvirt accepts (not empty; letters, digits and `_.:`) is known:
+/// it is a [`ParamValue`].
+pub fn check_param(name: &str, values: &[ParamValue]) -> Result<(), ParamError> {
     if name.is_empty() || !name.chars().all(is_var_name_char) {
         return Err(ParamError::BadName { name: name.to_string() });
     }
@@ -113,22 +132,18 @@ pub fn check_param(name: &str, values: &[String]) -> Result<(), ParamError> {
         return Err(ParamError::TooManyValues { name: name.to_string(), count: values.len(), limit: MAX_PARAM_VALUES });
     }
     for v in values {
-        check_param_value(name, v)?;
+        check_reserved(name, v)?;
     }
     Ok(())
 }
 
-/// Checks one value of a parameter (see [`check_param`]).
-pub fn check_param_value(name: &str, value: &str) -> Result<(), ParamError> {
-    let bad = |reason: String| ParamError::BadValue { name: name.to_string(), value: value.to_string(), reason };
-    check_reserved(name, value).map_err(bad)?;
-    if value.is_empty() {
-        return Err(bad("is empty: a parameter needs a value".into()));
-    }
-    if !value.chars().all(is_var_value_char) {
-        return Err(bad("may only have letters, digits and _.:".into()));
-    }
-    Ok(())
+/// Reads `text` as a value of parameter `name` where a binding's parameters
+/// come in: a [`ParamValue`] that, for a reserved variable, is of its kind
+/// (see [`check_param`]).
+pub fn read_param_value(name: &str, text: &str) -> Result<ParamValue, ParamError> {
+    let v = ParamValue::new(text).map_err(|e| param_value_refused(name, e))?;
+    check_reserved(name, &v)?;
+    Ok(v)
 }
 
 /// Why a binding cannot be accepted (see [`Binding::check`]).
@@ -308,7 +323,9 @@ mod tests {
                 filter: "clean-traffic".into(),
                 params: params
                     .iter()
-                    .map(|(n, vs)| (n.to_string(), vs.iter().map(|v| v.to_string()).collect()))
+                    .map(|(n, vs)| {
+                        (n.to_string(), vs.iter().map(|v| ParamValue::new(*v).expect("a valid value")).collect())
+                    })
                     .collect(),
             },
         }
@@ -317,19 +334,52 @@ mod tests {
     #[test]
     fn malformed_ip_is_refused_naming_parameter_and_value() {
         assert!(binding(&[("IP", &["192.0.2.1"]), ("IPV6", &["2001:db8::1"])]).check().is_ok());
-        for bad in ["192.0.2.1/32", "192.0.2.1 } ; flush ruleset ; {", "192.0.2.300", ""] {
-            let e = binding(&[("IP", &["192.0.2.2", bad])]).check().unwrap_err();
+        // Texts that are no value at all are refused where they come in,
+        // with what the reserved variable holds.
+        for bad in ["192.0.2.1/32", "192.0.2.1 } ; flush ruleset ; {", ""] {
+            let e = read_param_value("IP", bad).unwrap_err();
             let s = e.to_string();
-            assert!(s.contains("parameter IP") && s.contains(&format!("'{bad}'")), "{s}");
-            assert!(s.contains("not an IPv4 address"), "{s}");
+            assert!(s.starts_with(&format!("parameter IP: value '{bad}' is not an IPv4 address")), "{s}");
         }
-        let e = binding(&[("IPV6", &["2001:db8::1/64"])]).check().unwrap_err();
+        // Values that are not of the reserved variable's kind are refused
+        // where they come in and by the binding's check.
+        let e = binding(&[("IP", &["192.0.2.2", "192.0.2.300"])]).check().unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("parameter IP: value '192.0.2.300' is not an IPv4 address"), "{s}");
+        assert_eq!(read_param_value("IP", "192.0.2.300").unwrap_err().to_string(), s["filterref parameter: ".len()..]);
+        let e = read_param_value("IPV6", "2001:db8::1/64").unwrap_err();
+        assert!(e.to_string().contains("not an IPv6 address"), "{e}");
+        let e = binding(&[("IPV6", &["192.0.2.1"])]).check().unwrap_err();
         assert!(e.to_string().contains("not an IPv6 address"), "{e}");
         let e = binding(&[("CTRL_IP_LEARNING", &["sometimes"])]).check().unwrap_err();
         assert!(e.to_string().contains("any, dhcp or none"), "{e}");
         assert!(binding(&[("CTRL_IP_LEARNING", &["DHCP"])]).check().is_ok());
-        let e = binding(&[("PORT", &["80;"])]).check().unwrap_err();
+        let e = read_param_value("PORT", "80;").unwrap_err();
         assert!(e.to_string().contains("parameter PORT: value '80;' may only have"), "{e}");
+        assert_eq!(read_param_value("PORT", "80").expect("a port").reading(), ParamValue::new("80").unwrap().reading());
+    }
+
+    #[test]
+    fn json_values_are_read_where_they_come_in() {
+        let json = |params: &str| {
+            format!(
+                r#"{{"owner":{{"name":"vm","uuid":"u"}},"portdev":"vnet0","mac":"52:54:00:00:00:01","filterref":{{"filter":"f","params":{params}}}}}"#
+            )
+        };
+        let b: Binding = serde_json::from_str(&json(r#"{"IP":["192.0.2.1"],"PORT":["0x50"]}"#)).expect("json");
+        assert_eq!(b.filterref.params["PORT"], ["0x50"]);
+        assert_eq!(b.filterref.params["IP"][0].ipv4(), Some(std::net::Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(
+            serde_json::to_string(&b).expect("json"),
+            json(r#"{"IP":["192.0.2.1"],"PORT":["0x50"]}"#),
+            "written back as it came"
+        );
+        let e = serde_json::from_str::<Binding>(&json(r#"{"IP":["192.0.2.1/32"]}"#)).unwrap_err().to_string();
+        assert!(e.starts_with("parameter IP: value '192.0.2.1/32' is not an IPv4 address"), "{e}");
+        let e = serde_json::from_str::<Binding>(&json(r#"{"P":["a","80 443"]}"#)).unwrap_err().to_string();
+        assert!(e.starts_with("parameter P: value '80 443' may only have letters, digits and _.:"), "{e}");
+        let e = serde_json::from_str::<Binding>(&json(r#"{"P":[""]}"#)).unwrap_err().to_string();
+        assert!(e.starts_with("parameter P: value '' is empty"), "{e}");
     }
 
     #[test]
@@ -347,9 +397,10 @@ mod tests {
 
     #[test]
     fn param_values_at_and_past_the_limit() {
-        let at: Vec<String> = (0..MAX_PARAM_VALUES).map(|i| i.to_string()).collect();
+        let value = |i: usize| ParamValue::new(i.to_string()).expect("a number");
+        let at: Vec<ParamValue> = (0..MAX_PARAM_VALUES).map(value).collect();
         assert!(check_param("PORTS", &at).is_ok());
-        let past: Vec<String> = (0..=MAX_PARAM_VALUES).map(|i| i.to_string()).collect();
+        let past: Vec<ParamValue> = (0..=MAX_PARAM_VALUES).map(value).collect();
         let e = check_param("PORTS", &past).unwrap_err();
         assert_eq!(e, ParamError::TooManyValues { name: "PORTS".into(), count: MAX_PARAM_VALUES + 1, limit: 1024 });
         assert!(e.to_string().contains("PORTS has 1025 values") && e.to_string().contains("at most 1024"), "{e}");

@@ -1,5 +1,6 @@
 //! Filters, rules and filter references.
 
+use crate::param::ParamValue;
 use crate::protocol::{has_ipset_fixup, negation_links, Field, Protocol};
 use crate::value::Value;
 use serde::{Deserialize, Serialize};
@@ -216,7 +217,39 @@ pub struct FilterRef {
     /// The referenced filter.
     pub filter: String,
     /// Parameters by name; a name given several times is a list.
-    pub params: BTreeMap<String, Vec<String>>,
+    #[serde(deserialize_with = "params_from_json")]
+    pub params: BTreeMap<String, Vec<ParamValue>>,
+}
+
+/// Reads a filterref's parameters (a map of names to lists of strings),
+/// each value as a [`ParamValue`]. Not through `ParamValue`'s own
+/// `Deserialize`: a refused value's message names its parameter, as the XML
+/// reader's does.
+fn params_from_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Vec<ParamValue>>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = BTreeMap<String, Vec<ParamValue>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of parameter names to lists of values")
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((name, texts)) = map.next_entry::<String, Vec<String>>()? {
+                let values = texts
+                    .into_iter()
+                    .map(|t| {
+                        ParamValue::new(t)
+                            .map_err(|e| serde::de::Error::custom(crate::binding::param_value_refused(&name, e)))
+                    })
+                    .collect::<Result<Vec<_>, A::Error>>()?;
+                out.insert(name, values);
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Visitor)
 }
 
 /// One rule.

@@ -15,14 +15,19 @@
 pub mod arb;
 pub mod binding;
 pub mod filter;
+pub mod param;
 pub mod protocol;
 pub mod text;
 pub mod value;
 
-pub use binding::{check_ifname, check_param, Binding, BindingError, IfName, Owner, ParamError, MAX_PARAM_VALUES};
+pub use binding::{
+    check_ifname, check_param, param_value_refused, read_param_value, Binding, BindingError, IfName, Owner, ParamError,
+    MAX_PARAM_VALUES,
+};
 pub use filter::{
     check_chain_name, check_filter_name, default_chain_priority, Action, Direction, Entry, FieldValue, Filter,
     FilterRef, FixupChange, ProtocolMatch, Rule, DEFAULT_RULE_PRIORITY,
 };
+pub use param::{ParamValue, ParamValueError};
 pub use protocol::{AttrSpec, Field, Kind, Layer, Protocol};
 pub use value::{Access, MacAddr, Value, VarAccess};

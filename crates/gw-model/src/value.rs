@@ -272,7 +272,7 @@ pub const MAX_IPSET_NAME_LEN: usize = 31;
 /// Reads an unsigned number the way libvirt's `virStrToLong_ui` does with
 /// strtoul: leading blanks and a sign are allowed, `-N` wraps to 2^32-N, the
 /// whole string must be digits of the base (hex may carry `0x`).
-fn strtoul(s: &str, radix: u32) -> Option<u32> {
+pub(crate) fn strtoul(s: &str, radix: u32) -> Option<u32> {
     let t = s.trim_start_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
     let (neg, t) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),
@@ -299,16 +299,54 @@ fn strtoul(s: &str, radix: u32) -> Option<u32> {
     u32::try_from(v).ok()
 }
 
+/// What a value's text reads as under each of the number and address
+/// readers the kinds use. [`parse_value`] reads the text when asked;
+/// [`crate::param::ParamValue`] answers from what it read once when it was
+/// made. Both go through [`read_value`], so they read every kind alike.
+pub(crate) trait Readings {
+    /// `strtoul(s, 10)` ([`strtoul`]).
+    fn dec(&self) -> Option<u32>;
+    /// `strtoul(s, 16)` ([`strtoul`]).
+    fn hex(&self) -> Option<u32>;
+    /// [`parse_ipv4`].
+    fn ipv4(&self) -> Option<Ipv4Addr>;
+    /// [`parse_ipv6`].
+    fn ipv6(&self) -> Option<Ipv6Addr>;
+    /// [`MacAddr::parse`].
+    fn mac(&self) -> Option<MacAddr>;
+}
+
+/// The readings of a text, each read when asked.
+pub(crate) struct FromText<'a>(pub(crate) &'a str);
+
+impl Readings for FromText<'_> {
+    fn dec(&self) -> Option<u32> {
+        strtoul(self.0, 10)
+    }
+    fn hex(&self) -> Option<u32> {
+        strtoul(self.0, 16)
+    }
+    fn ipv4(&self) -> Option<Ipv4Addr> {
+        parse_ipv4(self.0)
+    }
+    fn ipv6(&self) -> Option<Ipv6Addr> {
+        parse_ipv6(self.0)
+    }
+    fn mac(&self) -> Option<MacAddr> {
+        MacAddr::parse(self.0)
+    }
+}
+
 /// Reads a number as decimal, then as hex, as libvirt's datatype loop does.
 /// Returns the value and whether it was read as hex.
-fn read_num(s: &str, max: u32, hex_ok: bool) -> Option<(u32, bool)> {
-    if let Some(v) = strtoul(s, 10) {
+fn read_num(r: &impl Readings, max: u32, hex_ok: bool) -> Option<(u32, bool)> {
+    if let Some(v) = r.dec() {
         if v <= max {
             return Some((v, false));
         }
     }
     if hex_ok {
-        if let Some(v) = strtoul(s, 16) {
+        if let Some(v) = r.hex() {
             if v <= max {
                 return Some((v, true));
             }
@@ -443,8 +481,16 @@ fn lookup_name<T: Copy>(names: &[(T, &str)], s: &str) -> Option<T> {
 ///
 /// Variables (`$X`) are handled by the caller, since every kind takes them.
 pub fn parse_value(kind: Kind, s: &str) -> Result<Value, String> {
+    read_value(kind, s, &FromText(s))
+}
+
+/// [`parse_value`] with the number and address readings of `s` given by `r`
+/// (which must be those of `s`). The kinds made of words (names of
+/// ethertypes, opcodes and protocols, states, TCP flags, ipsets, booleans,
+/// comments) are read from `s` itself, as are the texts of messages.
+pub(crate) fn read_value(kind: Kind, s: &str, r: &impl Readings) -> Result<Value, String> {
     let num = |max: u32, hex_ok: bool, what: &str| {
-        read_num(s, max, hex_ok)
+        read_num(r, max, hex_ok)
             .map(|(value, hex)| Value::Num { value, hex })
             .ok_or_else(|| format!("'{s}' is not {what}"))
     };
@@ -460,7 +506,7 @@ pub fn parse_value(kind: Kind, s: &str) -> Result<Value, String> {
             if let Some(v) = lookup_name(&ETHERTYPE_NAMES, s) {
                 return Ok(Value::Num { value: u32::from(v), hex: false });
             }
-            match read_num(s, 0xffff, true) {
+            match read_num(r, 0xffff, true) {
                 // A known ethertype prints as its name whatever its spelling.
                 Some((value, _)) if ETHERTYPE_NAMES.iter().any(|(n, _)| u32::from(*n) == value) => {
                     Ok(Value::Num { value, hex: false })
@@ -499,30 +545,27 @@ pub fn parse_value(kind: Kind, s: &str) -> Result<Value, String> {
                 v => v,
             })
         }
-        Kind::Mac => MacAddr::parse(s)
-            .map(Value::Mac)
-            .ok_or_else(|| format!("'{s}' is not a MAC address (like 52:54:00:12:34:56)")),
-        Kind::MacMask => match MacAddr::parse(s) {
+        Kind::Mac => {
+            r.mac().map(Value::Mac).ok_or_else(|| format!("'{s}' is not a MAC address (like 52:54:00:12:34:56)"))
+        }
+        Kind::MacMask => match r.mac() {
             Some(m) if prefix_of(&m.0).is_some() => Ok(Value::Mac(m)),
             Some(_) => Err(format!("'{s}' is not a MAC mask: the ones must be contiguous, like ff:ff:ff:00:00:00")),
             None => Err(format!("'{s}' is not a MAC mask (like ff:ff:ff:ff:ff:ff)")),
         },
-        Kind::Ipv4 => parse_ipv4(s).map(Value::Ipv4).ok_or_else(|| format!("'{s}' is not an IPv4 address")),
-        Kind::Ipv6 => parse_ipv6(s).map(Value::Ipv6).ok_or_else(|| format!("'{s}' is not an IPv6 address")),
+        Kind::Ipv4 => r.ipv4().map(Value::Ipv4).ok_or_else(|| format!("'{s}' is not an IPv4 address")),
+        Kind::Ipv6 => r.ipv6().map(Value::Ipv6).ok_or_else(|| format!("'{s}' is not an IPv6 address")),
         Kind::Ipv4Mask | Kind::Ipv6Mask => {
             let (max, v6) = if kind == Kind::Ipv4Mask { (32, false) } else { (128, true) };
-            if let Some(v) = strtoul(s, 10) {
+            if let Some(v) = r.dec() {
                 return if v <= max {
                     Ok(Value::Prefix(v as u8))
                 } else {
                     Err(format!("'{s}' is not a mask: a prefix length must be in 0..{max}"))
                 };
             }
-            let bytes: Option<Vec<u8>> = if v6 {
-                parse_ipv6(s).map(|a| a.octets().to_vec())
-            } else {
-                parse_ipv4(s).map(|a| a.octets().to_vec())
-            };
+            let bytes: Option<Vec<u8>> =
+                if v6 { r.ipv6().map(|a| a.octets().to_vec()) } else { r.ipv4().map(|a| a.octets().to_vec()) };
             match bytes.as_deref().map(prefix_of) {
                 Some(Some(p)) => Ok(Value::Prefix(p)),
                 Some(None) => Err(format!("'{s}' is not a mask: the ones must be contiguous")),

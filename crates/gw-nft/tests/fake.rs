@@ -2,7 +2,7 @@
 //! kernel (`gw_nft::fake`): no root needed.
 
 use gw_builtins::Library;
-use gw_model::{Binding, FilterRef, MacAddr, Owner};
+use gw_model::{Binding, FilterRef, MacAddr, Owner, ParamValue};
 use gw_nft::fake::{FakeKernel, Refused};
 use gw_nft::model::{ChainKind, Hook, Layer};
 use gw_nft::names::{self, Family};
@@ -22,8 +22,8 @@ fn port(lib: &Library, port: &str, n: u8, filter: &str, routed: bool) -> PortInp
         filterref: FilterRef {
             filter: filter.into(),
             params: [
-                ("IP".to_string(), vec![format!("192.0.2.{n}")]),
-                ("DHCPSERVER".to_string(), vec!["192.0.2.254".to_string()]),
+                ("IP".to_string(), vec![ParamValue::new(format!("192.0.2.{n}")).expect("an address")]),
+                ("DHCPSERVER".to_string(), vec![ParamValue::new("192.0.2.254").expect("an address")]),
             ]
             .into_iter()
             .collect(),

@@ -65,7 +65,12 @@ fn binding(filter: &str, ip: u32, i: usize) -> Binding {
         mac: MacAddr::parse(&format!("52:54:00:00:00:{:02x}", i % 256)).expect("mac"),
         filterref: FilterRef {
             filter: filter.into(),
-            params: [("IP".to_string(), vec![std::net::Ipv4Addr::from(ip).to_string()])].into_iter().collect(),
+            params: [(
+                "IP".to_string(),
+                vec![gw_model::ParamValue::new(std::net::Ipv4Addr::from(ip).to_string()).expect("an address")],
+            )]
+            .into_iter()
+            .collect(),
         },
     }
 }

@@ -23,7 +23,9 @@ fn binding(n: u8, filter: &str) -> Binding {
         mac: MacAddr::parse(&format!("52:54:00:00:00:{n:02x}")).expect("mac"),
         filterref: FilterRef {
             filter: filter.into(),
-            params: [("IP".to_string(), vec![format!("192.0.2.{n}")])].into_iter().collect(),
+            params: [("IP".to_string(), vec![gw_model::ParamValue::new(format!("192.0.2.{n}")).expect("an address")])]
+                .into_iter()
+                .collect(),
         },
     }
 }

@@ -3,7 +3,7 @@
 //! with `cargo insta review`.
 
 use gw_builtins::{Library, BUILTINS};
-use gw_model::{Binding, FilterRef, MacAddr, Owner};
+use gw_model::{Binding, FilterRef, MacAddr, Owner, ParamValue};
 use gw_nft::{build, port_input, Features, StateSource};
 
 fn binding(port: &str, mac: &str, filter: &str, params: &[(&str, &str)]) -> Binding {
@@ -14,7 +14,10 @@ fn binding(port: &str, mac: &str, filter: &str, params: &[(&str, &str)]) -> Bind
         mac: MacAddr::parse(mac).expect("mac"),
         filterref: FilterRef {
             filter: filter.into(),
-            params: params.iter().map(|(k, v)| (k.to_string(), v.split(',').map(str::to_string).collect())).collect(),
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.split(',').map(|v| ParamValue::new(v).expect("a value")).collect()))
+                .collect(),
         },
     }
 }

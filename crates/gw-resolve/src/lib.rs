@@ -21,12 +21,12 @@
 
 use gw_model::filter::chain_prefix;
 use gw_model::value::{parse_value, Access};
-use gw_model::{Entry, FieldValue, Filter, Layer, ProtocolMatch, Rule, Value, VarAccess};
+use gw_model::{Entry, FieldValue, Filter, Layer, ParamError, ParamValue, ProtocolMatch, Rule, Value, VarAccess};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Variable values by name; a list has several values.
-pub type Params = BTreeMap<String, Vec<String>>;
+pub type Params = BTreeMap<String, Vec<ParamValue>>;
 
 /// Where filters are looked up by name.
 pub trait FilterSource {
@@ -355,7 +355,7 @@ struct Vars<'a> {
 }
 
 impl<'a> Vars<'a> {
-    fn get(&self, name: &str) -> Option<&'a Vec<String>> {
+    fn get(&self, name: &str) -> Option<&'a Vec<ParamValue>> {
         self.params.get(name).or_else(|| self.path.iter().find_map(|p| p.get(name)))
     }
 }
@@ -662,7 +662,7 @@ fn plan<'v, 'a>(inst: &RuleInst, vars: Vars<'v>, accesses: &'a [&'v VarAccess]) 
             }
         }
     }
-    let value_at = |name: &str, i: usize| vars.get(name).and_then(|v| v.get(i)).map(String::as_str);
+    let value_at = |name: &str, i: usize| vars.get(name).and_then(|v| v.get(i)).map(ParamValue::as_str);
     // A position of an iterator repeats an earlier one when all its variables
     // have the same values there (compared with every earlier position from
     // 0, as libvirt does): it is skipped. A set makes this linear.
@@ -709,7 +709,7 @@ impl<'v> Plan<'v, '_> {
     /// Every combination, in libvirt's order: the first iterator varies
     /// fastest.
     fn expand(&self) -> Vec<Combo<'v>> {
-        let value_at = |name: &str, i: usize| self.vars.get(name).and_then(|v| v.get(i)).map(String::as_str);
+        let value_at = |name: &str, i: usize| self.vars.get(name).and_then(|v| v.get(i));
         let mut cur = vec![0usize; self.iters.len()];
         let mut out = Vec::new();
         loop {
@@ -737,7 +737,7 @@ impl<'v> Plan<'v, '_> {
 }
 
 /// One assignment of values to the variable accesses of a rule.
-pub type Combo<'v> = BTreeMap<&'v VarAccess, &'v str>;
+pub type Combo<'v> = BTreeMap<&'v VarAccess, &'v ParamValue>;
 
 fn substitute(inst: &RuleInst, m: &ProtocolMatch, combo: &Combo) -> Result<ProtocolMatch, ResolveError> {
     let mut out = ProtocolMatch::new(m.protocol);
@@ -747,15 +747,21 @@ fn substitute(inst: &RuleInst, m: &ProtocolMatch, combo: &Combo) -> Result<Proto
         };
         let value = match &fv.value {
             Value::Var(va) => {
-                let raw = combo.get(va).copied().unwrap_or_default();
-                parse_value(spec.kind, raw).map_err(|reason| {
+                let given = combo.get(va).copied();
+                let converted = match given {
+                    Some(v) => v.as_kind(spec.kind),
+                    // Not reached: only rules whose variables all have
+                    // values are expanded. Kept as the empty text it was.
+                    None => parse_value(spec.kind, ""),
+                };
+                converted.map_err(|reason| {
                     ResolveError::BadValue(Box::new(BadValue {
                         filter: inst.origin.filter.clone(),
                         rule: inst.origin.entry,
                         protocol: m.protocol.element().to_string(),
                         attribute: spec.field.name().to_string(),
                         var: va.to_string(),
-                        value: raw.to_string(),
+                        value: given.map(ParamValue::to_string).unwrap_or_default(),
                         reason,
                     }))
                 })?
@@ -994,15 +1000,39 @@ fn layout(filter: &Filter, params: &Params, insts: &[RuleInst], expanded: Vec<Ve
     Resolved { filter: filter.name.clone(), params: params.clone(), root, chains: subchains, ipv4, ipv6 }
 }
 
+/// Why `NAME=VALUE` pairs are not parameters (see [`params_from_pairs`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PairError {
+    /// The text has no `=`.
+    #[error("parameter '{pair}' is not NAME=VALUE")]
+    NotAPair {
+        /// The text.
+        pair: String,
+    },
+    /// The name is empty or has characters other than letters, digits and `_`.
+    #[error("parameter name '{name}' may only have letters, digits and '_'")]
+    BadName {
+        /// The name.
+        name: String,
+    },
+    /// The value is not one the parameter may have (see
+    /// [`gw_model::read_param_value`]).
+    #[error("{0}")]
+    BadValue(ParamError),
+}
+
 /// Parses `NAME=VALUE` pairs into parameters; a name given twice is a list.
-pub fn params_from_pairs<'a>(pairs: impl IntoIterator<Item = &'a str>) -> Result<Params, String> {
+/// Values are read as a binding's are: one a reserved variable cannot hold
+/// (`IP=192.0.2.1/24`) is refused here.
+pub fn params_from_pairs<'a>(pairs: impl IntoIterator<Item = &'a str>) -> Result<Params, PairError> {
     let mut p = Params::new();
     for pair in pairs {
-        let (k, v) = pair.split_once('=').ok_or_else(|| format!("parameter '{pair}' is not NAME=VALUE"))?;
+        let (k, v) = pair.split_once('=').ok_or_else(|| PairError::NotAPair { pair: pair.to_string() })?;
         if k.is_empty() || !k.chars().all(gw_model::value::is_var_name_char) {
-            return Err(format!("parameter name '{k}' may only have letters, digits and '_'"));
+            return Err(PairError::BadName { name: k.to_string() });
         }
-        p.entry(k.to_string()).or_default().push(v.to_string());
+        let value = gw_model::read_param_value(k, v).map_err(PairError::BadValue)?;
+        p.entry(k.to_string()).or_default().push(value);
     }
     Ok(p)
 }
@@ -1015,13 +1045,14 @@ mod tests {
     fn small_filterref_parameters_keep_their_keys() {
         // Keys name nft sets: for parameters of real size the key text is
         // the path's Debug text, as it always was.
-        let p1: Params = [("A".to_string(), vec!["1".to_string(), "2".to_string()])].into_iter().collect();
+        let v = |s: &str| ParamValue::new(s).expect("a value");
+        let p1: Params = [("A".to_string(), vec![v("1"), v("2")])].into_iter().collect();
         let p2 = Params::new();
         let path: Vec<&Params> = vec![&p1, &p2];
         let joined = path.iter().map(|p| key_text(p)).collect::<Vec<_>>().join(", ");
         assert_eq!(format!("[{joined}]"), format!("{path:?}"));
         assert_eq!(format!("[{}]", Vec::<String>::new().join(", ")), format!("{:?}", Vec::<&Params>::new()));
-        let big: Params = [("A".to_string(), (0..100).map(|i| i.to_string()).collect())].into_iter().collect();
+        let big: Params = [("A".to_string(), (0..100).map(|i| v(&i.to_string())).collect())].into_iter().collect();
         assert!(key_text(&big).starts_with('#') && key_text(&big).len() < 40);
     }
 }

@@ -4,7 +4,7 @@
 //! (the daemon grew to 3 GB). These run on the test harness's threads
 //! (2 MiB stacks), so a regression to recursion crashes the test.
 
-use gw_model::{Action, Direction, Entry, Filter, FilterRef, ParamError, Rule, MAX_PARAM_VALUES};
+use gw_model::{Action, Direction, Entry, Filter, FilterRef, ParamError, ParamValue, Rule, MAX_PARAM_VALUES};
 use gw_resolve::{
     check_references, params_from_pairs, prepare, reaches, resolve, resolve_with, template, Params, ResolveError,
     ResolveOptions, TooManyRules, MAX_DAG_ENTRIES, MAX_FILTERREF_DEPTH, MAX_RULES_PER_BINDING,
@@ -51,9 +51,14 @@ fn xml_lib(xmls: &[&str]) -> Lib {
         .collect()
 }
 
-/// `n` values `prefix0`, `prefix1`, ... for parameter `name`.
-fn list(p: &mut Params, name: &str, values: impl IntoIterator<Item = String>) {
-    p.insert(name.into(), values.into_iter().collect());
+/// Texts as parameter values.
+fn values(texts: impl IntoIterator<Item = String>) -> Vec<ParamValue> {
+    texts.into_iter().map(|t| ParamValue::new(t).unwrap_or_else(|e| panic!("{e}"))).collect()
+}
+
+/// Sets parameter `name` to `texts`.
+fn list(p: &mut Params, name: &str, texts: impl IntoIterator<Item = String>) {
+    p.insert(name.into(), values(texts));
 }
 
 fn ports(n: usize) -> impl Iterator<Item = String> {
@@ -193,7 +198,7 @@ fn exponential_dag_is_refused_quickly() {
 fn many_rules_under_large_filterref_parameters_stay_fast() {
     // 30 lists of 1,000 values on one filterref, 16,000 rules below it:
     // each rule's key used to format and hash all of them (5.5 s for 2,000).
-    let params: Params = (0..30).map(|n| (format!("V{n}"), (0..1000).map(|i| format!("value{i}")).collect())).collect();
+    let params: Params = (0..30).map(|n| (format!("V{n}"), values((0..1000).map(|i| format!("value{i}"))))).collect();
     let lib: Lib = [
         ("a".to_string(), filter("a", vec![Entry::FilterRef(FilterRef { filter: "b".into(), params })])),
         ("b".to_string(), filter("b", vec![rule(); 16_000])),
@@ -281,7 +286,7 @@ fn rules_of_a_binding_add_up() {
     let e = resolve(&lib, &lib["t"], &p).unwrap_err();
     let ResolveError::TooManyRules(t) = &e else { panic!("{e:?}") };
     assert_eq!((t.rule_filter.as_str(), t.rule, t.rule_count, t.total), ("u", 1, 10_000, 20_000));
-    p.insert("P".into(), ports(80).collect());
+    list(&mut p, "P", ports(80));
     assert_eq!(resolve(&lib, &lib["t"], &p).expect("16,000 rules").rules().count(), 16_000);
 }
 
@@ -298,7 +303,7 @@ fn repeated_values_are_not_counted() {
     let r = resolve(&lib, &lib["t"], &p).expect("at the limit");
     assert_eq!(r.rules().count(), MAX_RULES_PER_BINDING);
     eprintln!("16,384 rules resolved in {:?}", t.elapsed());
-    p.insert("A".into(), (0..MAX_PARAM_VALUES).map(|i| format!("10.1.1.{}", i % 3)).collect());
+    list(&mut p, "A", (0..MAX_PARAM_VALUES).map(|i| format!("10.1.1.{}", i % 3)));
     assert!(matches!(resolve(&lib, &lib["t"], &p), Err(ResolveError::TooManyRules(_))));
 }
 
@@ -322,14 +327,19 @@ fn parameter_lists_past_the_limit_are_refused() {
 
 #[test]
 fn malformed_ip_parameters_are_refused() {
-    let lib =
-        xml_lib(&["<filter name='t'><rule action='accept' direction='out'><ip srcipaddr='$IP'/></rule></filter>"]);
+    // Texts that are no value are refused where they come in.
     for bad in ["192.0.2.1/32", "192.0.2.1 } ; flush ruleset ; {"] {
-        let mut p = params_from_pairs(["IP=192.0.2.2"]).expect("pairs");
-        p.get_mut("IP").expect("IP").push(bad.into());
-        let e = resolve_with(&lib, &lib["t"], &p, &ResolveOptions::for_binding()).unwrap_err();
+        let e = params_from_pairs(["IP=192.0.2.2", &format!("IP={bad}")]).unwrap_err();
         assert!(e.to_string().starts_with(&format!("parameter IP: value '{bad}' is not an IPv4 address")), "{e}");
     }
+    // A value that is not an address, given by a caller as a value, is
+    // refused by resolution.
+    let lib =
+        xml_lib(&["<filter name='t'><rule action='accept' direction='out'><ip srcipaddr='$IP'/></rule></filter>"]);
+    let mut p = params_from_pairs(["IP=192.0.2.2"]).expect("pairs");
+    p.get_mut("IP").expect("IP").extend(values(["192.0.2.256".to_string()]));
+    let e = resolve_with(&lib, &lib["t"], &p, &ResolveOptions::for_binding()).unwrap_err();
+    assert!(e.to_string().starts_with("parameter IP: value '192.0.2.256' is not an IPv4 address"), "{e}");
 }
 
 // ---- reaches ----

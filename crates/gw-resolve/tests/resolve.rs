@@ -1,7 +1,7 @@
 //! Resolution: filterref DAGs, variables, iterators and libvirt's ordering.
 
-use gw_model::Filter;
-use gw_resolve::{params_from_pairs, resolve, Params, ResolveError, Resolved, RootEntry};
+use gw_model::{Filter, ParamValue};
+use gw_resolve::{params_from_pairs, resolve, PairError, Params, ResolveError, Resolved, RootEntry};
 use gw_xml::{match_elements, read_filter};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -196,14 +196,22 @@ fn jumps_interleave_with_root_rules_by_chain_priority() {
 
 #[test]
 fn parameter_values_are_checked() {
-    let e = run(&["<filter name='t'/>"], "t", &["IP=192.0.2.4/24"]).unwrap_err();
-    assert!(matches!(e, ResolveError::BadParameter(_)), "{e:?}");
+    let e = params_from_pairs(["IP=192.0.2.4/24"]).unwrap_err();
+    assert!(matches!(e, PairError::BadValue(_)), "{e:?}");
     assert!(e.to_string().contains("parameter IP: value '192.0.2.4/24' is not an IPv4 address"), "{e}");
-    // A reserved variable's value must be of its kind even if no rule uses it.
-    let e = run(&["<filter name='t'/>"], "t", &["IP=300.1.1.1"]).unwrap_err();
+    let e = params_from_pairs(["IP=300.1.1.1"]).unwrap_err();
     assert!(e.to_string().contains("parameter IP: value '300.1.1.1' is not an IPv4 address"), "{e}");
-    assert!(params_from_pairs(["noequals"]).is_err());
-    assert!(params_from_pairs(["BAD-NAME=1"]).is_err());
+    // A reserved variable's value must be of its kind even if no rule uses
+    // it, however the parameters were made.
+    let l = lib(&["<filter name='t'/>"]);
+    let p: Params = [("IP".to_string(), vec![ParamValue::new("300.1.1.1").expect("a value")])].into_iter().collect();
+    let e = resolve(&l, &l["t"], &p).unwrap_err();
+    assert!(matches!(e, ResolveError::BadParameter(_)), "{e:?}");
+    assert!(e.to_string().contains("parameter IP: value '300.1.1.1' is not an IPv4 address"), "{e}");
+    assert_eq!(params_from_pairs(["noequals"]).unwrap_err(), PairError::NotAPair { pair: "noequals".into() });
+    assert_eq!(params_from_pairs(["BAD-NAME=1"]).unwrap_err(), PairError::BadName { name: "BAD-NAME".into() });
+    let e = params_from_pairs(["P=80 443"]).unwrap_err();
+    assert!(e.to_string().contains("parameter P: value '80 443' may only have letters, digits and _.:"), "{e}");
 }
 
 proptest! {

@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 mod store;
-pub use store::{Batch, FilterWrite, Loaded, Store, JOURNAL_FROM, MAX_PORT_LEN};
+pub use store::{Batch, FilterWrite, Lifetime, Loaded, Store, JOURNAL_FROM, MAX_PORT_LEN};
 
 /// The largest filter or binding file the store writes or reads (1 MiB).
 ///

@@ -5,7 +5,10 @@
 //!
 //! Layout: `CONFIG/NAME.xml` for filters (or the file a filter was read
 //! from), `STATE/bindings/PORT.xml` for bindings, `STATE/lock` for the
-//! [`StateLock`], which a [`Store`] holds for as long as it lives.
+//! [`StateLock`], which a [`Store`] holds for as long as it lives; with a
+//! runtime directory ([`Store::with_runtime`], under `/run`), the bindings
+//! libvirt makes are kept in `RUNTIME/bindings/PORT.xml` (with its own
+//! lock), gone after a reboot as libvirt's own are.
 
 use super::*;
 
@@ -20,6 +23,17 @@ pub const MAX_PORT_LEN: usize = 15;
 /// The subdirectory of the state directory that holds the bindings.
 const BINDINGS_DIR: &str = "bindings";
 
+/// How long a binding is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Lifetime {
+    /// Until it is deleted (the state directory).
+    Persistent,
+    /// Until it is deleted or the host reboots (the runtime directory):
+    /// the bindings libvirt creates for a running guest, as libvirt keeps
+    /// its own under /run.
+    Runtime,
+}
+
 /// The daemon's filters and bindings on disk.
 ///
 /// [`Store::open`] takes the [`StateLock`] and the store holds it: every
@@ -30,6 +44,8 @@ const BINDINGS_DIR: &str = "bindings";
 pub struct Store {
     config: PathBuf,
     bindings: PathBuf,
+    /// The runtime bindings' directory and its lock, if there is one.
+    runtime: Option<(PathBuf, StateLock)>,
     _lock: StateLock,
 }
 
@@ -43,6 +59,8 @@ pub struct Loaded {
     /// port each is named for (the file's stem, which the caller checks: a
     /// file whose name is no valid port is still reported).
     pub bindings: Vec<(String, Entry)>,
+    /// The runtime directory's binding files, the same way.
+    pub runtime_bindings: Vec<(String, Entry)>,
     /// How many binding files were written out again from batch journals
     /// (the daemon stopped before they were durable).
     pub recovered: usize,
@@ -219,7 +237,30 @@ impl Store {
         fs::create_dir_all(config_dir).map_err(io("create", config_dir))?;
         let bindings = state_dir.join(BINDINGS_DIR);
         fs::create_dir_all(&bindings).map_err(io("create", &bindings))?;
-        Ok(Store { config: config_dir.to_path_buf(), bindings, _lock: lock })
+        Ok(Store { config: config_dir.to_path_buf(), bindings, runtime: None, _lock: lock })
+    }
+
+    /// Keeps [`Lifetime::Runtime`] bindings in `dir` (created if needed,
+    /// and locked as the state directory is: two daemons never share one).
+    /// Without it they are kept with the persistent ones.
+    pub fn with_runtime(mut self, dir: &Path) -> Result<Store, StoreError> {
+        let lock = StateLock::take(dir)?;
+        let bindings = dir.join(BINDINGS_DIR);
+        fs::create_dir_all(&bindings).map_err(io("create", &bindings))?;
+        self.runtime = Some((bindings, lock));
+        Ok(self)
+    }
+
+    fn dir_of(&self, lifetime: Lifetime) -> &Path {
+        match (&self.runtime, lifetime) {
+            (Some((dir, _)), Lifetime::Runtime) => dir,
+            _ => &self.bindings,
+        }
+    }
+
+    /// The bindings' directories: the state directory's, then the runtime one's.
+    fn binding_dirs(&self) -> impl Iterator<Item = &Path> {
+        std::iter::once(self.bindings.as_path()).chain(self.runtime.as_ref().map(|(d, _)| d.as_path()))
     }
 
     /// The config directory, for reading the filters into a library.
@@ -236,29 +277,37 @@ impl Store {
     /// its port stays blocked until the binding is deleted or created again.
     pub fn load(&self) -> Result<Loaded, StoreError> {
         let mut out = Loaded::default();
-        for d in [&self.bindings, &self.config] {
+        for d in self.binding_dirs().chain([self.config.as_path()]) {
             match clean_temp(d) {
                 Ok(removed) => out.removed_temps.extend(removed),
                 Err(e) => out.temp_errors.push(e),
             }
         }
-        let recovery = recover_all(&self.bindings)?;
-        out.recovered = recovery.written;
-        out.bad_journals = recovery.bad;
+        for d in self.binding_dirs() {
+            let recovery = recover_all(d)?;
+            out.recovered += recovery.written;
+            out.bad_journals.extend(recovery.bad);
+        }
         out.filters = read_all(&self.config, "xml", MAX_FILE_LEN)?;
-        out.bindings = read_all(&self.bindings, "xml", MAX_FILE_LEN)?
-            .into_iter()
-            .map(|e| {
-                let port = e.path().file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-                (port, e)
-            })
-            .collect();
+        let ports = |dir: &Path| -> Result<Vec<(String, Entry)>, StoreError> {
+            Ok(read_all(dir, "xml", MAX_FILE_LEN)?
+                .into_iter()
+                .map(|e| {
+                    let port = e.path().file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                    (port, e)
+                })
+                .collect())
+        };
+        out.bindings = ports(&self.bindings)?;
+        if let Some((dir, _)) = &self.runtime {
+            out.runtime_bindings = ports(dir)?;
+        }
         Ok(out)
     }
 
-    fn binding_file(&self, port: &str) -> Result<PathBuf, StoreError> {
+    fn binding_file(&self, port: &str, lifetime: Lifetime) -> Result<PathBuf, StoreError> {
         check_port(port)?;
-        Ok(self.bindings.join(format!("{port}.xml")))
+        Ok(self.dir_of(lifetime).join(format!("{port}.xml")))
     }
 
     /// The file filter `name` is stored in: `origin`, the file it was read
@@ -310,12 +359,17 @@ impl Store {
     /// fsync; [`Batch::settle`] makes the files durable later). Every name
     /// is checked before any path is made of it, and a port given twice is
     /// refused; on any error nothing of the batch is left.
-    pub fn put_bindings<P: AsRef<str>, D: AsRef<[u8]>>(&self, bindings: &[(P, D)]) -> Result<Batch, StoreError> {
+    /// `lifetime` says which directory they go to.
+    pub fn put_bindings<P: AsRef<str>, D: AsRef<[u8]>>(
+        &self,
+        bindings: &[(P, D)],
+        lifetime: Lifetime,
+    ) -> Result<Batch, StoreError> {
         let mut seen = std::collections::HashSet::with_capacity(bindings.len());
         let mut files = Vec::with_capacity(bindings.len());
         for (port, data) in bindings {
             let port = port.as_ref();
-            let path = self.binding_file(port)?;
+            let path = self.binding_file(port, lifetime)?;
             if !seen.insert(port) {
                 return Err(bad_name("port", port, "given twice in one batch"));
             }
@@ -325,26 +379,34 @@ impl Store {
             [] => None,
             [(path, data)] => write_one(path, data).map(|()| None)?,
             _ if files.len() < JOURNAL_FROM => write_many_in(&files).map(|()| None)?,
-            _ => Some(write_journaled_in(&self.bindings, &files)?),
+            _ => Some(write_journaled_in(self.dir_of(lifetime), &files)?),
         };
-        Ok(Batch { dir: self.bindings.clone(), files: files.into_iter().map(|(p, _)| p).collect(), journal })
+        Ok(Batch {
+            dir: self.dir_of(lifetime).to_path_buf(),
+            files: files.into_iter().map(|(p, _)| p).collect(),
+            journal,
+        })
     }
 
     /// [`Store::put_bindings`] for one binding, kept at once (it is durable
     /// when this returns), e.g. to put back a binding whose removal the
     /// kernel refused.
-    pub fn put_binding(&self, port: &str, xml: &[u8]) -> Result<(), StoreError> {
-        write_one(&self.binding_file(port)?, xml)
+    pub fn put_binding(&self, port: &str, xml: &[u8], lifetime: Lifetime) -> Result<(), StoreError> {
+        write_one(&self.binding_file(port, lifetime)?, xml)
     }
 
     /// Removes port `port`'s binding file durably (absent is fine), after
     /// settling every journal of the bindings' directory, so that no
     /// journal naming the binding outlives its file: a deleted binding
     /// never comes back through recovery.
+    /// Either lifetime's file goes (a port has one binding).
     pub fn remove_binding(&self, port: &str) -> Result<(), StoreError> {
-        let path = self.binding_file(port)?;
-        settle(&self.bindings, None)?;
-        remove_durable(&path)
+        check_port(port)?;
+        for dir in self.binding_dirs() {
+            settle(dir, None)?;
+            remove_durable(&dir.join(format!("{port}.xml")))?;
+        }
+        Ok(())
     }
 
     /// Moves a bad file of the store aside ([`quarantine`]) and returns
@@ -352,7 +414,7 @@ impl Store {
     /// directory are moved.
     pub fn quarantine(&self, path: &Path, reason: &str) -> Result<PathBuf, StoreError> {
         let dir = parent(path);
-        if path.file_name().is_none() || !(dir == self.config || dir == self.bindings) {
+        if path.file_name().is_none() || !(dir == self.config || self.binding_dirs().any(|d| d == dir)) {
             return Err(bad_name("file", path.display().to_string(), "not a file of the store"));
         }
         quarantine(path, reason)

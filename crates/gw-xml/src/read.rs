@@ -18,8 +18,8 @@ use crate::diag::{locate, Diagnostic, Parsed, ReadError, Severity};
 use crate::limits::{prescan, MAX_XML_NODES};
 use gw_model::filter::{check_chain_name, check_filter_name, default_chain_priority, RULE_PRIORITY_RANGE};
 use gw_model::text::check_no_control;
-use gw_model::value::{is_var_name_char, is_var_value_char, parse_value, MAX_COMMENT_LEN};
-use gw_model::{binding::check_param_value, ParamError, MAX_PARAM_VALUES};
+use gw_model::value::{is_var_name_char, parse_value, MAX_COMMENT_LEN};
+use gw_model::{read_param_value, ParamError, ParamValue, MAX_PARAM_VALUES};
 use gw_model::{
     Action, Direction, Entry, Field, FieldValue, Filter, FilterRef, FixupChange, Kind, Protocol, ProtocolMatch, Rule,
     Value, VarAccess, DEFAULT_RULE_PRIORITY,
@@ -316,8 +316,8 @@ pub(crate) enum ParamMode {
 /// Reads `<parameter name value>` children into a parameter map, as libvirt's
 /// `virNWFilterParseParamAttributes` (invalid ones are skipped, see
 /// [`ParamMode`]). A list longer than [`MAX_PARAM_VALUES`] is an error.
-pub(crate) fn params_of(r: &mut Reader, node: Node, mode: ParamMode) -> BTreeMap<String, Vec<String>> {
-    let mut params: BTreeMap<String, Vec<String>> = BTreeMap::new();
+pub(crate) fn params_of(r: &mut Reader, node: Node, mode: ParamMode) -> BTreeMap<String, Vec<ParamValue>> {
+    let mut params: BTreeMap<String, Vec<ParamValue>> = BTreeMap::new();
     let mut too_many: BTreeSet<String> = BTreeSet::new();
     for p in node.children().filter(Node::is_element) {
         if p.tag_name().name() != "parameter" {
@@ -347,15 +347,14 @@ pub(crate) fn params_of(r: &mut Reader, node: Node, mode: ParamMode) -> BTreeMap
         // may not give one.
         let name_ok =
             name.is_some_and(|n| (mode == ParamMode::Filter || !n.is_empty()) && n.chars().all(is_var_name_char));
-        let value_ok = value.is_some_and(|v| !v.is_empty() && v.chars().all(is_var_value_char));
+        let ignored = |r: &mut Reader, why: &str| r.node(Severity::Quirk, p, format!("parameter is ignored: {why}"));
+        let bad_name = "its name is missing or has characters other than letters, digits and '_'";
+        let bad_value = "its value is missing, empty, or has characters other than letters, digits and _.:";
         match (name, value, mode) {
-            (Some(n), Some(v), ParamMode::Binding) if name_ok => match check_param_value(n, v) {
-                Ok(()) => params.entry(n.to_string()).or_default().push(v.to_string()),
+            (Some(n), Some(v), ParamMode::Binding) if name_ok => match read_param_value(n, v) {
+                Ok(v) => params.entry(n.to_string()).or_default().push(v),
                 Err(e) => r.attr(Severity::Error, p, "value", e.to_string()),
             },
-            (Some(n), Some(v), ParamMode::Filter) if name_ok && value_ok => {
-                params.entry(n.to_string()).or_default().push(v.to_string())
-            }
             (Some(n), _, ParamMode::Binding) if !name_ok => {
                 r.attr(Severity::Error, p, "name", ParamError::BadName { name: n.to_string() }.to_string())
             }
@@ -363,14 +362,11 @@ pub(crate) fn params_of(r: &mut Reader, node: Node, mode: ParamMode) -> BTreeMap
                 let why = if name.is_none() { "a parameter needs name='...'" } else { "a parameter needs value='...'" };
                 r.node(Severity::Error, p, why.into())
             }
-            _ => {
-                let why = if !name_ok {
-                    "its name is missing or has characters other than letters, digits and '_'"
-                } else {
-                    "its value is missing, empty, or has characters other than letters, digits and _.:"
-                };
-                r.node(Severity::Quirk, p, format!("parameter is ignored: {why}"));
-            }
+            (Some(n), Some(v), ParamMode::Filter) if name_ok => match ParamValue::new(v) {
+                Ok(v) => params.entry(n.to_string()).or_default().push(v),
+                Err(_) => ignored(r, bad_value),
+            },
+            _ => ignored(r, if name_ok { bad_value } else { bad_name }),
         }
         if let Some(n) = name {
             if params.get(n).is_some_and(|v| v.len() > MAX_PARAM_VALUES) && too_many.insert(n.to_string()) {

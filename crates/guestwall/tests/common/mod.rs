@@ -40,6 +40,11 @@ impl Daemon {
             dir.join("etc").display().to_string(),
             "--state-dir".into(),
             dir.join("var").display().to_string(),
+            // Each test's own: daemons of parallel tests must not share one.
+            "--libvirt-socket".into(),
+            dir.join("libvirt-sock").display().to_string(),
+            "--runtime-dir".into(),
+            dir.join("run").display().to_string(),
         ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

@@ -98,21 +98,21 @@ fn bindings_are_put_and_removed() {
     let s = store(&d.0);
     let dir = bindings_dir(&d.0);
     // one binding, a small batch, a hidden port and a 15-byte one: no journal
-    let one = s.put_bindings(&[("vnet0", xml("vnet0"))]).expect("put");
+    let one = s.put_bindings(&[("vnet0", xml("vnet0"))], Lifetime::Persistent).expect("put");
     assert_eq!((one.len(), one.journal()), (1, None));
     one.settle_now().expect("settle");
     let small: Vec<(String, Vec<u8>)> =
         [".hid", "a-name-15-bytes", "vnet1"].iter().map(|p| (p.to_string(), xml(p))).collect();
-    let b = s.put_bindings(&small).expect("put");
+    let b = s.put_bindings(&small, Lifetime::Persistent).expect("put");
     assert_eq!((b.len(), b.journal()), (3, None));
     assert!(b.settle(|e| panic!("{e}")).is_none(), "nothing to settle");
-    assert!(s.put_bindings::<&str, &[u8]>(&[]).expect("empty").is_empty());
+    assert!(s.put_bindings::<&str, &[u8]>(&[], Lifetime::Persistent).expect("empty").is_empty());
     assert_eq!(ls(&dir), [".hid.xml", "a-name-15-bytes.xml", "vnet0.xml", "vnet1.xml"]);
     assert_eq!(fs::read(dir.join(".hid.xml")).expect("read"), xml(".hid"));
     s.remove_binding(".hid").expect("remove");
     s.remove_binding("vnet0").expect("remove");
     s.remove_binding("vnet0").expect("remove twice");
-    s.put_binding("vnet2", &xml("vnet2")).expect("put one");
+    s.put_binding("vnet2", &xml("vnet2"), Lifetime::Persistent).expect("put one");
     assert_eq!(ls(&dir), ["a-name-15-bytes.xml", "vnet1.xml", "vnet2.xml"]);
     drop(s);
     let l = store(&d.0).load().expect("load");
@@ -125,13 +125,13 @@ fn a_batch_of_64_goes_through_a_journal_and_settles() {
     let d = TestDir::new("st-journal");
     let s = store(&d.0);
     let dir = bindings_dir(&d.0);
-    let b = s.put_bindings(&ports(63)).expect("put");
+    let b = s.put_bindings(&ports(63), Lifetime::Persistent).expect("put");
     assert_eq!(b.journal(), None, "63 bindings are one syncfs, not a journal");
     b.settle_now().expect("settle");
     for p in 0..63 {
         s.remove_binding(&format!("vnet{p}")).expect("remove");
     }
-    let b = s.put_bindings(&ports(64)).expect("put");
+    let b = s.put_bindings(&ports(64), Lifetime::Persistent).expect("put");
     let j = b.journal().expect("64 bindings go through a journal").to_path_buf();
     assert_eq!(parent(&j), dir);
     assert!(j.exists());
@@ -152,7 +152,7 @@ fn undo_leaves_nothing_for_recovery() {
     let s = store(&d.0);
     let dir = bindings_dir(&d.0);
     for n in [1, 5, 64, 200] {
-        let b = s.put_bindings(&ports(n)).expect("put");
+        let b = s.put_bindings(&ports(n), Lifetime::Persistent).expect("put");
         assert_eq!(b.journal().is_some(), n >= JOURNAL_FROM);
         assert_eq!(ls(&dir).len(), n + usize::from(n >= JOURNAL_FROM), "{n}: the files and journal");
         b.undo().expect("undo");
@@ -176,7 +176,7 @@ fn remove_binding_settles_journals_first() {
     remove_durable(&dir.join("vnet3.xml")).expect("remove");
 
     // a batch neither settled nor undone: its journal stays
-    let b = s.put_bindings(&ports(64)).expect("put");
+    let b = s.put_bindings(&ports(64), Lifetime::Persistent).expect("put");
     let j = b.journal().expect("journaled").to_path_buf();
     drop(b);
     s.remove_binding("vnet3").expect("remove");
@@ -198,19 +198,19 @@ fn bad_port_and_filter_names_are_refused_before_they_are_paths() {
     fs::write(state.join("x.xml"), "precious").expect("write");
     let bad = ["../x", "../lock", "..", ".", "", "a/b", "/x", "x/..", "a:b", "a b", "a\tb", "a\0b", "sixteen-bytes-xx"];
     for port in bad {
-        let e = s.put_bindings(&[(port, xml(port))]).expect_err(port);
+        let e = s.put_bindings(&[(port, xml(port))], Lifetime::Persistent).expect_err(port);
         assert!(matches!(&e, StoreError::BadName { kind: "port", .. }), "{port:?}: {e}");
-        assert!(matches!(s.put_binding(port, b"x"), Err(StoreError::BadName { .. })), "{port:?}");
+        assert!(matches!(s.put_binding(port, b"x", Lifetime::Persistent), Err(StoreError::BadName { .. })), "{port:?}");
         assert!(matches!(s.remove_binding(port), Err(StoreError::BadName { .. })), "{port:?}");
     }
     // one bad name, and none of the batch is written (also of a journaled one)
     for n in [3, 70] {
         let mut batch = ports(n);
         batch.push(("../x".into(), xml("x")));
-        assert!(matches!(s.put_bindings(&batch), Err(StoreError::BadName { .. })));
+        assert!(matches!(s.put_bindings(&batch, Lifetime::Persistent), Err(StoreError::BadName { .. })));
     }
     let twice = [("vnet0", xml("vnet0")), ("vnet0", xml("vnet0"))];
-    let e = s.put_bindings(&twice).expect_err("twice");
+    let e = s.put_bindings(&twice, Lifetime::Persistent).expect_err("twice");
     assert!(e.to_string().contains("twice"), "{e}");
     assert_eq!(ls(&bindings_dir(&d.0)), Vec::<String>::new());
     assert_eq!(read(&state.join("x.xml")), "precious");
@@ -318,7 +318,8 @@ fn enospc_in_put_bindings_or_put_filter_leaves_nothing() {
     let root = t.dir.as_path();
     let s = store(root);
     s.put_filter("f", b"old", None).expect("put").keep();
-    let e = s.put_bindings(&ports(64)).expect_err("64 files of a page each cannot fit in 128 KiB");
+    let e =
+        s.put_bindings(&ports(64), Lifetime::Persistent).expect_err("64 files of a page each cannot fit in 128 KiB");
     assert!(is_enospc(&e), "not ENOSPC: {e}");
     assert!(!e.to_string().contains(JOURNAL_PREFIX), "the journal itself did not fit, adjust the sizes: {e}");
     assert_eq!(ls(&bindings_dir(root)), Vec::<String>::new());
@@ -331,6 +332,25 @@ fn enospc_in_put_bindings_or_put_filter_leaves_nothing() {
     let l = s.load().expect("load");
     assert_eq!((l.recovered, l.bindings.len(), l.removed_temps.len()), (0, 0, 0));
     // all of its space is free again
-    s.put_bindings(&ports(16)).expect("a batch that fits").settle_now().expect("settle");
+    s.put_bindings(&ports(16), Lifetime::Persistent).expect("a batch that fits").settle_now().expect("settle");
     assert_eq!(ls(&bindings_dir(root)).len(), 16);
+}
+
+#[test]
+fn runtime_bindings_live_in_the_runtime_directory_and_one_removal_takes_either() {
+    let d = TestDir::new("runtime");
+    let s = store(&d.0).with_runtime(&d.0.join("run")).expect("runtime");
+    s.put_bindings(&[("vnet0", xml("vnet0"))], Lifetime::Runtime).expect("put").settle_now().expect("settle");
+    s.put_bindings(&[("tap1", xml("tap1"))], Lifetime::Persistent).expect("put").settle_now().expect("settle");
+    assert_eq!(ls(&d.0.join("run/bindings")), ["vnet0.xml"]);
+    assert_eq!(ls(&d.0.join("state/bindings")), ["tap1.xml"]);
+    let loaded = s.load().expect("load");
+    let ports = |v: &[(String, Entry)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!((ports(&loaded.bindings), ports(&loaded.runtime_bindings)), (vec!["tap1".into()], vec!["vnet0".into()]));
+    s.remove_binding("vnet0").expect("remove");
+    s.remove_binding("tap1").expect("remove");
+    assert!(ls(&d.0.join("run/bindings")).is_empty() && ls(&d.0.join("state/bindings")).is_empty());
+    // Two daemons never share a runtime directory.
+    let other = Store::open(&d.0.join("c2"), &d.0.join("s2")).expect("open");
+    assert!(matches!(other.with_runtime(&d.0.join("run")), Err(StoreError::Locked { .. })));
 }
