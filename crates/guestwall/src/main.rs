@@ -7,6 +7,8 @@ mod daemon_cmd;
 mod engine_cmd;
 mod filter_cmd;
 mod libvirt_import;
+mod libvirt_domain;
+mod libvirt_hook;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -44,6 +46,16 @@ enum Command {
     /// define, bind; with --handover, remove libvirt's rules after
     /// guestwall's are in; --back for the way back).
     LibvirtImport(libvirt_import::ImportArgs),
+    /// libvirt's qemu hook (monolithic libvirtd): what libvirtd runs, and its install.
+    #[command(subcommand)]
+    LibvirtHook(libvirt_hook::HookCmd),
+    /// Move every <interface><filterref> of a domain XML into guestwall's
+    /// <metadata> (keyed by MAC) and print the new XML:
+    /// `virsh dumpxml --inactive D | guestwall libvirt-convert-domain | virsh define /dev/stdin`.
+    LibvirtConvertDomain {
+        /// The domain XML (stdin when absent or -).
+        file: Option<std::path::PathBuf>,
+    },
 }
 
 /// What `try_main` reports back: success, or a failure already printed.
@@ -123,7 +135,30 @@ fn try_main() -> anyhow::Result<Outcome> {
         Command::Compile(args) => engine_cmd::compile(args),
         Command::Apply(args) => engine_cmd::apply(args, &cli.socket),
         Command::LibvirtImport(args) => libvirt_import::run(args, &cli.socket),
+        Command::LibvirtHook(cmd) => libvirt_hook::run(&cli.socket, cmd),
+        Command::LibvirtConvertDomain { file } => convert_domain(file.as_deref()),
     }
+}
+
+/// `libvirt-convert-domain`: the converted XML on stdout, a count on stderr.
+fn convert_domain(file: Option<&std::path::Path>) -> anyhow::Result<Outcome> {
+    use anyhow::Context as _;
+    use std::io::Read as _;
+    let limit = libvirt_domain::MAX_DOMAIN_XML_BYTES as u64 + 1;
+    let (name, mut bytes) =
+        (file.filter(|f| f.as_os_str() != "-").map_or("stdin".to_string(), |f| f.display().to_string()), Vec::new());
+    match file.filter(|f| f.as_os_str() != "-") {
+        Some(f) => std::fs::File::open(f).and_then(|h| h.take(limit).read_to_end(&mut bytes)),
+        None => std::io::stdin().lock().take(limit).read_to_end(&mut bytes),
+    }
+    .with_context(|| format!("cannot read {name}"))?;
+    // Over the limit: the reader says so, with the limit's name.
+    let text = String::from_utf8(bytes)
+        .map_err(|e| anyhow::anyhow!("{name}: not UTF-8 (byte {})", e.utf8_error().valid_up_to()))?;
+    let c = libvirt_domain::convert_domain(&text, &name)?;
+    print(c.xml.as_bytes())?;
+    eprintln!("guestwall: {} filterref(s) moved into guestwall's metadata", c.moved);
+    Ok(Outcome::Ok)
 }
 
 fn main() -> ExitCode {

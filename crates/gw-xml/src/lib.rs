@@ -15,5 +15,5 @@ pub mod write;
 pub use binding::{read_binding, write_binding};
 pub use diag::{Diagnostic, Parsed, ReadError, Severity};
 pub use limits::{MAX_DOCUMENT_BYTES, MAX_XML_ATTRIBUTES, MAX_XML_DEPTH, MAX_XML_NODES};
-pub use read::read_filter;
+pub use read::{parse_foreign, read_filter};
 pub use write::{match_elements, write_filter};

@@ -67,15 +67,20 @@ fn tag_name(text: &str, start: usize) -> String {
 /// attribute values). Malformed text it cannot follow is left to the XML
 /// parser, which then reports it; the scan never reads past the text's end.
 pub(crate) fn prescan(text: &str) -> Result<(), Refused> {
+    prescan_with(text, MAX_DOCUMENT_BYTES, "1 MiB, MAX_DOCUMENT_BYTES", false)
+}
+
+/// [`prescan`] with another size limit (`limit_name` says it in the
+/// message), and CDATA sections allowed or not: documents written by
+/// others (a libvirt domain, whose `<metadata>` may hold another program's
+/// CDATA) are read with the same depth and attribute limits.
+pub(crate) fn prescan_with(text: &str, max_bytes: usize, limit_name: &str, allow_cdata: bool) -> Result<(), Refused> {
     let refuse = |pos: usize, element: String, message: String| Err(Refused { pos, element, message });
-    if text.len() > MAX_DOCUMENT_BYTES {
+    if text.len() > max_bytes {
         return refuse(
             0,
             "xml".into(),
-            format!(
-                "the document is {} bytes; at most {MAX_DOCUMENT_BYTES} bytes (1 MiB, MAX_DOCUMENT_BYTES) are read",
-                text.len()
-            ),
+            format!("the document is {} bytes; at most {max_bytes} bytes ({limit_name}) are read", text.len()),
         );
     }
     let b = text.as_bytes();
@@ -87,6 +92,11 @@ pub(crate) fn prescan(text: &str) -> Result<(), Refused> {
         if let Some(body) = rest.strip_prefix("<!--") {
             match body.find("-->") {
                 Some(e) => i = start + 4 + e + 3,
+                None => return Ok(()),
+            }
+        } else if let Some(body) = rest.strip_prefix("<![CDATA[").filter(|_| allow_cdata) {
+            match body.find("]]>") {
+                Some(e) => i = start + 9 + e + 3,
                 None => return Ok(()),
             }
         } else if rest.starts_with("<![CDATA[") {

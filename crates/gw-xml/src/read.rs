@@ -127,7 +127,19 @@ pub fn parse_uuid(s: &str) -> Option<String> {
 /// document that could exhaust its stack, memory or time. DTDs are refused
 /// (neither libvirt's corpus nor its built-ins have one).
 pub(crate) fn parse_doc(text: &str) -> Result<Document<'_>, ReadError> {
-    if let Err(r) = prescan(text) {
+    parse_checked(text, prescan(text))
+}
+
+/// Parses a document written by another program (a libvirt domain) within
+/// the depth, attribute and node limits of [`crate::limits`] and at most
+/// `max_bytes` long (`limit_name` names that limit in the error). CDATA
+/// sections are accepted, DTDs are not.
+pub fn parse_foreign<'a>(text: &'a str, max_bytes: usize, limit_name: &str) -> Result<Document<'a>, ReadError> {
+    parse_checked(text, crate::limits::prescan_with(text, max_bytes, limit_name, true))
+}
+
+fn parse_checked(text: &str, scanned: Result<(), crate::limits::Refused>) -> Result<Document<'_>, ReadError> {
+    if let Err(r) = scanned {
         let mut errors = locate(
             text,
             vec![(
