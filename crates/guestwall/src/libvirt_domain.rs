@@ -150,12 +150,12 @@ impl Domain {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct RefRead {
     filter: String,
-    params: Vec<(String, String)>,
+    params: Vec<(String, gw_model::ParamValue)>,
 }
 
 impl RefRead {
     fn model(&self) -> FilterRef {
-        let mut params: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut params: BTreeMap<String, Vec<gw_model::ParamValue>> = BTreeMap::new();
         for (n, v) in &self.params {
             params.entry(n.clone()).or_default().push(v.clone());
         }
@@ -216,7 +216,12 @@ fn read_ref(cx: &Ctx, node: Node, ns: bool) -> Result<RefRead, DomainError> {
     let mut out = Vec::new();
     for p in params {
         match (p.attribute("name"), p.attribute("value")) {
-            (Some(n), Some(v)) if !n.is_empty() => out.push((n.to_string(), v.to_string())),
+            // Checked here, where the place is known: a value guestwall
+            // cannot take is refused with its line and column.
+            (Some(n), Some(v)) if !n.is_empty() => match gw_model::read_param_value(n, v) {
+                Ok(v) => out.push((n.to_string(), v)),
+                Err(e) => return Err(cx.err(p, format!("parameter {n}: {e}"))),
+            },
             _ => return Err(cx.err(p, "parameter needs name='NAME' and value='VALUE'")),
         }
     }

@@ -6,9 +6,9 @@
 mod daemon_cmd;
 mod engine_cmd;
 mod filter_cmd;
-mod libvirt_import;
 mod libvirt_domain;
 mod libvirt_hook;
+mod libvirt_import;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
