@@ -445,3 +445,52 @@ fn socket_activation_starts_guestwalld_on_the_first_libvirt_connection() {
     // Its own API is up too.
     wait_for(|| dir.join("sock").exists(), "guestwalld's API socket");
 }
+
+/// libvirt-python (Debian's python3-libvirt, for the system's python3),
+/// unchanged: what a management tool written against libvirt does.
+const PYTHON: &str = r#"
+import sys, libvirt
+conn = libvirt.open(sys.argv[1])
+f = conn.nwfilterDefineXML(open(sys.argv[2]).read())
+assert f.name() == "web", f.name()
+assert "web" in [x.name() for x in conn.listAllNWFilters()]
+assert conn.nwfilterLookupByUUIDString(f.UUIDString()).name() == "web"
+assert "<filterref filter='clean-traffic'/>" in f.XMLDesc()
+b = conn.nwfilterBindingCreateXML(open(sys.argv[3]).read())
+assert (b.portDev(), b.filterName()) == ("v1", "web")
+assert [x.portDev() for x in conn.listAllNWFilterBindings()] == ["v1"]
+assert "value='192.0.2.1'" in conn.nwfilterBindingLookupByPortDev("v1").XMLDesc()
+try:
+    conn.nwfilterLookupByName("nosuch")
+    raise SystemExit("found a filter that does not exist")
+except libvirt.libvirtError as e:
+    assert e.get_error_code() == libvirt.VIR_ERR_NO_NWFILTER, e.get_error_code()
+b.delete()
+f.undefine()
+assert "web" not in [x.name() for x in conn.listAllNWFilters()]
+conn.close()
+print("ok")
+"#;
+
+#[test]
+fn libvirt_python_defines_lists_dumps_and_binds_through_guestwalld() {
+    require_root();
+    let python = "/usr/bin/python3";
+    let found = Command::new(python).args(["-c", "import libvirt"]).output().is_ok_and(|o| o.status.success());
+    assert!(found, "{python} cannot import libvirt: install python3-libvirt (scripts/deps does)");
+    let mut t = TestHost::new(1);
+    let dir = t.dir.join("d");
+    let d = Daemon::start(&mut t, &dir);
+    let script = write(&t.dir, "client.py", PYTHON);
+    let f = write(&t.dir, "web.xml", "<filter name='web'><filterref filter='clean-traffic'/></filter>");
+    let b = write(&t.dir, "b.xml", &BINDING.replace("PORT", "v1").replace("FILTER", "web"));
+    let uri = format!("nwfilter:///system?socket={}", libvirt_sock(&d).display());
+    let o = Command::new(python).args([&script, &uri, &f, &b]).output().expect("run python3");
+    assert!(
+        o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "ok",
+        "libvirt-python: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(active(&d).is_empty(), "the script's binding stayed");
+}
