@@ -26,6 +26,21 @@ fn virsh_bin() -> &'static str {
     "virsh"
 }
 
+/// A test host (guest 1 on port v1) with a guestwalld in it (in `t.dir/d`).
+fn host() -> (TestHost, Daemon) {
+    require_root();
+    let mut t = TestHost::new(1);
+    let dir = t.dir.join("d");
+    let d = Daemon::start(&mut t, &dir);
+    (t, d)
+}
+
+/// Defines filter `web` (clean-traffic) through virsh.
+fn define_web(t: &TestHost, d: &Daemon) {
+    let f = write(&t.dir, "web.xml", "<filter name='web'><filterref filter='clean-traffic'/></filter>");
+    virsh_ok(d, &["nwfilter-define", &f]);
+}
+
 fn libvirt_sock(d: &Daemon) -> PathBuf {
     d.dir.join("libvirt-sock")
 }
@@ -91,10 +106,7 @@ const BINDING: &str = "<filterbinding>
 
 #[test]
 fn virsh_nwfilter_verbs_work_against_guestwalld_as_against_libvirt() {
-    require_root();
-    let mut t = TestHost::new(1);
-    let dir = t.dir.join("d");
-    let d = Daemon::start(&mut t, &dir);
+    let (t, d) = host();
     let files = t.dir.clone();
 
     // The built-ins are listed, each with a UUID.
@@ -146,12 +158,9 @@ fn virsh_nwfilter_verbs_work_against_guestwalld_as_against_libvirt() {
 
 #[test]
 fn every_filter_keeps_its_uuid_across_restarts() {
-    require_root();
-    let mut t = TestHost::new(1);
-    let dir = t.dir.join("d");
-    let d = Daemon::start(&mut t, &dir);
-    let f = write(&t.dir, "web.xml", "<filter name='web'><filterref filter='clean-traffic'/></filter>");
-    virsh_ok(&d, &["nwfilter-define", &f]);
+    let (mut t, d) = host();
+    let dir = d.dir.clone();
+    define_web(&t, &d);
     let before = filter_list(&d);
     t.kill9(d.pid);
     let d = Daemon::start(&mut t, &dir);
@@ -302,10 +311,7 @@ impl Client {
 
 #[test]
 fn virtqemuds_calls_at_guest_start_and_stop_work_as_with_virtnwfilterd() {
-    require_root();
-    let mut t = TestHost::new(1);
-    let dir = t.dir.join("d");
-    let d = Daemon::start(&mut t, &dir);
+    let (t, d) = host();
     let mut c = Client::connect(&libvirt_sock(&d));
     // Start: is there a binding already (virDomainConfNWFilterInstantiate
     // with ignoreExists)? Then create it, flags 0, in libvirt's format.
@@ -331,12 +337,9 @@ fn virtqemuds_calls_at_guest_start_and_stop_work_as_with_virtnwfilterd() {
 
 #[test]
 fn bad_protocol_input_changes_nothing_and_other_clients_are_served() {
-    require_root();
-    let mut t = TestHost::new(1);
-    let dir = t.dir.join("d");
-    let d = Daemon::start(&mut t, &dir);
-    let f = write(&t.dir, "web.xml", "<filter name='web'><filterref filter='clean-traffic'/></filter>");
-    virsh_ok(&d, &["nwfilter-define", &f]);
+    let (t, d) = host();
+    let dir = d.dir.clone();
+    define_web(&t, &d);
     let b = write(&t.dir, "b.xml", &BINDING.replace("PORT", "v1").replace("FILTER", "web"));
     virsh_ok(&d, &["nwfilter-binding-create", &b]);
     let state = || {

@@ -15,8 +15,7 @@
 use crate::events::Inbox;
 use gw_api::{ApiError, ErrorCode, Request, Response};
 use gw_libvirt_rpc::error::{format_uuid, parse_uuid};
-use gw_libvirt_rpc::{Backend, BindingRef, Event, FilterRef, RpcError, Session};
-use std::io::{Read, Write};
+use gw_libvirt_rpc::{serve_blocking, Backend, BindingRef, FilterRef, RpcError};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -69,30 +68,9 @@ fn serve_client(mut stream: UnixStream, inbox: &Inbox) {
         warn!("libvirt socket: refused a client with uid {uid}");
         return;
     }
-    let mut session = Session::new();
     let mut backend = Daemon { inbox };
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if let Err(e) = session.feed(&buf[..n]) {
-            warn!("libvirt socket: closing a client: {e}");
-            return;
-        }
-        while let Some(ev) = session.next_call() {
-            let out = match ev {
-                Event::Send(b) => b,
-                Event::Call(c) => session.dispatch(c, &mut backend),
-            };
-            if stream.write_all(&out).is_err() {
-                return;
-            }
-            if session.close_requested() {
-                return;
-            }
-        }
+    if let Err(e) = serve_blocking(&mut stream, |session, call| session.dispatch(call, &mut backend)) {
+        warn!("libvirt socket: closing a client: {e}");
     }
 }
 

@@ -25,4 +25,4 @@ pub mod session;
 
 pub use error::RpcError;
 pub use proc::{BindingRef, Call, FilterRef, Reply};
-pub use session::{Backend, Event, Fatal, Incoming, Session};
+pub use session::{serve_blocking, Backend, Event, Fatal, Incoming, Session};

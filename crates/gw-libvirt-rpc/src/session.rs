@@ -359,6 +359,35 @@ impl Session {
     }
 }
 
+/// Serves one client over a blocking byte stream (the caller's socket)
+/// until it hangs up, sends connect close, or breaks the framing (the
+/// error then says how). `dispatch` answers each decoded call, usually
+/// with [`Session::dispatch`]; keepalive and undecodable calls are answered
+/// here. The loop is the same for every server, so it lives here once.
+pub fn serve_blocking<S: std::io::Read + std::io::Write>(
+    stream: &mut S,
+    mut dispatch: impl FnMut(&mut Session, Incoming) -> Vec<u8>,
+) -> Result<(), Fatal> {
+    let mut session = Session::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return Ok(()),
+            Ok(n) => n,
+        };
+        session.feed(&buf[..n])?;
+        while let Some(ev) = session.next_call() {
+            let out = match ev {
+                Event::Send(b) => b,
+                Event::Call(c) => dispatch(&mut session, c),
+            };
+            if stream.write_all(&out).is_err() || session.close_requested() {
+                return Ok(());
+            }
+        }
+    }
+}
+
 fn is_connect_level(call: &Call) -> bool {
     matches!(
         call,

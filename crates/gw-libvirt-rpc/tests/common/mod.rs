@@ -3,9 +3,8 @@
 //! from tests, so both include this file).
 
 use gw_libvirt_rpc::error::{format_uuid, parse_uuid};
-use gw_libvirt_rpc::{Backend, BindingRef, Event, FilterRef, RpcError, Session};
+use gw_libvirt_rpc::{serve_blocking, Backend, BindingRef, FilterRef, RpcError};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -147,33 +146,13 @@ pub type Trace = Arc<Mutex<Vec<i32>>>;
 
 /// Serves one client until it hangs up, closes, or breaks the framing.
 pub fn serve_client(mut stream: UnixStream, backend: Arc<Mutex<MemBackend>>, trace: Trace) {
-    let mut session = Session::new();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let n = match stream.read(&mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        if let Err(e) = session.feed(&buf[..n]) {
-            eprintln!("memserver: closing client: {e}");
-            return;
-        }
-        while let Some(ev) = session.next_call() {
-            let out = match ev {
-                Event::Send(b) => b,
-                Event::Call(c) => {
-                    trace.lock().unwrap_or_else(PoisonError::into_inner).push(c.header.proc);
-                    let mut b = backend.lock().unwrap_or_else(PoisonError::into_inner);
-                    session.dispatch(c, &mut *b)
-                }
-            };
-            if stream.write_all(&out).is_err() {
-                return;
-            }
-            if session.close_requested() {
-                return;
-            }
-        }
+    let r = serve_blocking(&mut stream, |session, c| {
+        trace.lock().unwrap_or_else(PoisonError::into_inner).push(c.header.proc);
+        let mut b = backend.lock().unwrap_or_else(PoisonError::into_inner);
+        session.dispatch(c, &mut *b)
+    });
+    if let Err(e) = r {
+        eprintln!("memserver: closing client: {e}");
     }
 }
 
