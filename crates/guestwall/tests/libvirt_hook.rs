@@ -93,6 +93,8 @@ impl Host {
             .arg(self.dir.join("gw/etc"))
             .arg("--state-dir")
             .arg(self.dir.join("gw/var"))
+            .arg("--runtime-dir")
+            .arg(self.dir.join("gw/run"))
             .arg("--no-libvirt")
             .stdout(Stdio::null())
             .stderr(log)
@@ -313,6 +315,22 @@ fn libvirtd_runs_the_hook() {
     h.start_libvirtd();
     wait_for(|| h.bindings().len() == 2, "the reconnect hook to bind the port again");
     assert_eq!(h.bindings(), want);
+    assert!(h.virsh_ok(&["domstate", "gwt-a"]).contains("running"));
+
+    // guestwalld restarts while the guest runs: the bindings (runtime state,
+    // their taps still there) are back and filtering, nothing else changes.
+    h.stop_guestwalld();
+    h.start_guestwalld();
+    assert_eq!(h.bindings(), want, "after a restart of guestwalld");
+    let o = h.gw(&["binding", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    let states: Vec<_> = v["bindings"]
+        .as_array()
+        .expect("bindings")
+        .iter()
+        .map(|b| (b["active"].as_bool(), b["runtime"].as_bool()))
+        .collect();
+    assert_eq!(states, [(Some(true), Some(true)); 2], "{v}");
     assert!(h.virsh_ok(&["domstate", "gwt-a"]).contains("running"));
 
     // destroy: the stopped hook removes them.
