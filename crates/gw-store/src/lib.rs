@@ -517,6 +517,34 @@ fn write_many_in<P: AsRef<Path>, D: AsRef<[u8]>>(files: &[(P, D)]) -> Result<(),
 /// fsync of the file and one of its directory, no `syncfs`), but all or
 /// nothing like [`write_many`]: if even the directory's fsync fails, the
 /// file it replaced is put back (or the new one removed).
+/// [`write_many_in`] without making anything durable (no fsync, no
+/// `syncfs`): for runtime state. What fsync adds over the page cache is
+/// surviving a crash of the whole system, and after one the runtime
+/// bindings are stale anyway (their guests are gone; a runtime binding
+/// whose port is absent at start-up is deleted, and a file the crash left
+/// damaged blocks its port, never opens it). Still all or nothing, and
+/// each file is whole (a temporary file, then a rename), so a crash of the
+/// daemon itself loses nothing.
+fn write_volatile_in<P: AsRef<Path>, D: AsRef<[u8]>>(files: &[(P, D)]) -> Result<(), StoreError> {
+    for (path, data) in files {
+        check_len(path.as_ref(), data.as_ref().len(), MAX_FILE_LEN)?;
+    }
+    let mut batch = Staging::default();
+    let done = (|| {
+        for (path, data) in files {
+            batch.stage(path.as_ref(), data.as_ref(), false)?;
+        }
+        batch.place()
+    })();
+    match done {
+        Ok(()) => {
+            batch.finish();
+            Ok(())
+        }
+        Err(e) => Err(undone(e, batch.undo())),
+    }
+}
+
 fn write_one(path: &Path, data: &[u8]) -> Result<(), StoreError> {
     check_len(path, data.len(), MAX_FILE_LEN)?;
     let mut batch = Staging::default();

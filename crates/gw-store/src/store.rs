@@ -356,7 +356,9 @@ impl Store {
     /// nothing, durably: one binding by itself (an fsync of the file and
     /// of the directory), fewer than [`JOURNAL_FROM`] with [`write_many`]
     /// (one `syncfs`), more through a journal ([`write_journaled`]: one
-    /// fsync; [`Batch::settle`] makes the files durable later). Every name
+    /// fsync; [`Batch::settle`] makes the files durable later). Runtime
+    /// bindings are written whole but not made durable (see
+    /// `write_volatile_in`: a system crash makes them stale anyway). Every name
     /// is checked before any path is made of it, and a port given twice is
     /// refused; on any error nothing of the batch is left.
     /// `lifetime` says which directory they go to.
@@ -375,8 +377,10 @@ impl Store {
             }
             files.push((path, data.as_ref()));
         }
+        let volatile = lifetime == Lifetime::Runtime && self.runtime.is_some();
         let journal = match files.as_slice() {
             [] => None,
+            _ if volatile => write_volatile_in(&files).map(|()| None)?,
             [(path, data)] => write_one(path, data).map(|()| None)?,
             _ if files.len() < JOURNAL_FROM => write_many_in(&files).map(|()| None)?,
             _ => Some(write_journaled_in(self.dir_of(lifetime), &files)?),
@@ -392,7 +396,10 @@ impl Store {
     /// when this returns), e.g. to put back a binding whose removal the
     /// kernel refused.
     pub fn put_binding(&self, port: &str, xml: &[u8], lifetime: Lifetime) -> Result<(), StoreError> {
-        write_one(&self.binding_file(port, lifetime)?, xml)
+        match (lifetime, &self.runtime) {
+            (Lifetime::Runtime, Some(_)) => write_volatile_in(&[(self.binding_file(port, lifetime)?, xml)]),
+            _ => write_one(&self.binding_file(port, lifetime)?, xml),
+        }
     }
 
     /// Removes port `port`'s binding file durably (absent is fine), after

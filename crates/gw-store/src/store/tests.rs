@@ -345,11 +345,22 @@ fn runtime_bindings_live_in_the_runtime_directory_and_one_removal_takes_either()
     assert_eq!(ls(&d.0.join("run/bindings")), ["vnet0.xml"]);
     assert_eq!(ls(&d.0.join("state/bindings")), ["tap1.xml"]);
     let loaded = s.load().expect("load");
-    let ports = |v: &[(String, Entry)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
-    assert_eq!((ports(&loaded.bindings), ports(&loaded.runtime_bindings)), (vec!["tap1".into()], vec!["vnet0".into()]));
+    let names = |v: &[(String, Entry)]| v.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>();
+    assert_eq!((names(&loaded.bindings), names(&loaded.runtime_bindings)), (vec!["tap1".into()], vec!["vnet0".into()]));
     s.remove_binding("vnet0").expect("remove");
     s.remove_binding("tap1").expect("remove");
     assert!(ls(&d.0.join("run/bindings")).is_empty() && ls(&d.0.join("state/bindings")).is_empty());
+    // A large runtime batch needs no journal (nothing of it is made
+    // durable); it is still all or nothing.
+    let big = s.put_bindings(&ports(100), Lifetime::Runtime).expect("put");
+    assert!(big.journal().is_none());
+    assert_eq!(ls(&d.0.join("run/bindings")).len(), 100);
+    big.undo().expect("undo");
+    assert!(ls(&d.0.join("run/bindings")).is_empty());
+    let mut bad = ports(10);
+    bad.push(("a/b".into(), xml("x")));
+    assert!(s.put_bindings(&bad, Lifetime::Runtime).is_err());
+    assert!(ls(&d.0.join("run/bindings")).is_empty(), "a refused runtime batch left files");
     // Two daemons never share a runtime directory.
     let other = Store::open(&d.0.join("c2"), &d.0.join("s2")).expect("open");
     assert!(matches!(other.with_runtime(&d.0.join("run")), Err(StoreError::Locked { .. })));
