@@ -151,6 +151,20 @@ fn virsh_nwfilter_verbs_work_against_guestwalld_as_against_libvirt() {
     let e = virsh_err(&d, &["nwfilter-define", &other]);
     assert!(e.contains("filter with same UUID but different name ('web') already exists"), "{e}");
 
+    // nwfilter-edit: virsh dumps, runs $EDITOR on the file, defines it again.
+    let uri = format!("nwfilter:///system?socket={}", libvirt_sock(&d).display());
+    let editor = write(&files, "editor", "#!/bin/sh\nsed -i \"s/dstportstart='22'/dstportstart='2222'/\" \"$1\"\n");
+    let ok = Command::new("chmod").args(["755", &editor]).status().is_ok_and(|s| s.success());
+    assert!(ok, "chmod {editor}");
+    let o = Command::new(virsh_bin())
+        .args(["-c", &uri, "nwfilter-edit", "web"])
+        .env("EDITOR", &editor)
+        .output()
+        .expect("virsh nwfilter-edit");
+    assert!(o.status.success(), "nwfilter-edit: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Network filter web XML configuration edited."), "{o:?}");
+    assert!(virsh_ok(&d, &["nwfilter-dumpxml", "web"]).contains("dstportstart='2222'"));
+
     assert_eq!(virsh_ok(&d, &["nwfilter-binding-delete", "v1"]).trim(), "Network filter binding on v1 deleted");
     assert_eq!(virsh_ok(&d, &["nwfilter-undefine", "web"]).trim(), "Network filter web undefined");
     assert!(!virsh_ok(&d, &["nwfilter-binding-list"]).contains("v1"));
