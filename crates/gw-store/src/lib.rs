@@ -484,13 +484,25 @@ pub fn write_many(files: &[(PathBuf, Vec<u8>)]) -> Result<(), StoreError> {
     write_many_in(files)
 }
 
+/// Runs `steps` on a fresh [`Staging`]: kept if they all succeed, undone
+/// (every file as it was before) if one fails.
+fn all_or_nothing<'a>(steps: impl FnOnce(&mut Staging<'a>) -> Result<(), StoreError>) -> Result<(), StoreError> {
+    let mut batch = Staging::default();
+    match steps(&mut batch) {
+        Ok(()) => {
+            batch.finish();
+            Ok(())
+        }
+        Err(e) => Err(undone(e, batch.undo())),
+    }
+}
+
 /// [`write_many`] for any kind of paths and contents (no copies).
 fn write_many_in<P: AsRef<Path>, D: AsRef<[u8]>>(files: &[(P, D)]) -> Result<(), StoreError> {
     for (path, data) in files {
         check_len(path.as_ref(), data.as_ref().len(), MAX_FILE_LEN)?;
     }
-    let mut batch = Staging::default();
-    let done = (|| {
+    all_or_nothing(|batch| {
         for (path, data) in files {
             batch.stage(path.as_ref(), data.as_ref(), false)?;
         }
@@ -503,20 +515,9 @@ fn write_many_in<P: AsRef<Path>, D: AsRef<[u8]>>(files: &[(P, D)]) -> Result<(),
             sync_dir(d)?;
         }
         Ok(())
-    })();
-    match done {
-        Ok(()) => {
-            batch.finish();
-            Ok(())
-        }
-        Err(e) => Err(undone(e, batch.undo())),
-    }
+    })
 }
 
-/// Writes one file atomically and durably, at [`write_atomic`]'s cost (an
-/// fsync of the file and one of its directory, no `syncfs`), but all or
-/// nothing like [`write_many`]: if even the directory's fsync fails, the
-/// file it replaced is put back (or the new one removed).
 /// [`write_many_in`] without making anything durable (no fsync, no
 /// `syncfs`): for runtime state. What fsync adds over the page cache is
 /// surviving a crash of the whole system, and after one the runtime
@@ -529,37 +530,25 @@ fn write_volatile_in<P: AsRef<Path>, D: AsRef<[u8]>>(files: &[(P, D)]) -> Result
     for (path, data) in files {
         check_len(path.as_ref(), data.as_ref().len(), MAX_FILE_LEN)?;
     }
-    let mut batch = Staging::default();
-    let done = (|| {
+    all_or_nothing(|batch| {
         for (path, data) in files {
             batch.stage(path.as_ref(), data.as_ref(), false)?;
         }
         batch.place()
-    })();
-    match done {
-        Ok(()) => {
-            batch.finish();
-            Ok(())
-        }
-        Err(e) => Err(undone(e, batch.undo())),
-    }
+    })
 }
 
+/// Writes one file atomically and durably, at [`write_atomic`]'s cost (an
+/// fsync of the file and one of its directory, no `syncfs`), but all or
+/// nothing like [`write_many`]: if even the directory's fsync fails, the
+/// file it replaced is put back (or the new one removed).
 fn write_one(path: &Path, data: &[u8]) -> Result<(), StoreError> {
     check_len(path, data.len(), MAX_FILE_LEN)?;
-    let mut batch = Staging::default();
-    let done = (|| {
+    all_or_nothing(|batch| {
         batch.stage(path, data, true)?;
         batch.place()?;
         sync_dir(parent(path))
-    })();
-    match done {
-        Ok(()) => {
-            batch.finish();
-            Ok(())
-        }
-        Err(e) => Err(undone(e, batch.undo())),
-    }
+    })
 }
 
 /// The first line of a journal: magic, version, length of the JSON body and
