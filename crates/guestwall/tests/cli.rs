@@ -455,3 +455,18 @@ fn apply_is_refused_while_guestwalld_owns_the_tables() {
     assert!(text(&o.stderr).contains("--force: applying anyway"), "{}", text(&o.stderr));
     assert!(d.alive(), "guestwalld died; log: {}", d.log());
 }
+
+#[test]
+fn learning_off_without_an_address_is_refused_naming_the_variable() {
+    let d = TempDir::new("learnoff");
+    let doc = json_binding("clean-traffic", r#""52:54:00:00:00:01""#)
+        .replace(r#""IP":["192.0.2.10"]"#, r#""CTRL_IP_LEARNING":["none"]"#);
+    let b = d.file("b.json", &doc);
+    let o = gw(&["compile", b.to_str().expect("utf-8")]);
+    assert!(!o.status.success(), "compiled: {}", text(&o.stdout));
+    let err = text(&o.stderr);
+    assert!(err.contains("IP used by its rules but not given") && err.contains("CTRL_IP_LEARNING is 'none'"), "{err}");
+    // With learning on (the default), the same binding compiles: it waits for its address.
+    let b = d.file("b2.json", &doc.replace(r#""CTRL_IP_LEARNING":["none"]"#, r#""CTRL_IP_LEARNING":["any"]"#));
+    assert!(gw(&["compile", b.to_str().expect("utf-8")]).status.success());
+}

@@ -88,7 +88,8 @@ pub fn template_of(src: &dyn FilterSource, b: &Binding) -> Result<PortProgram, B
 /// A binding's own rules and program.
 pub fn concrete_of(src: &dyn FilterSource, b: &Binding) -> Result<(Resolved, PortProgram), BindError> {
     let port = || b.portdev.to_string();
-    let resolved = resolve_with(src, filter_of(src, b)?, &binding_params(b), &ResolveOptions::for_binding())
+    let params = binding_params(b);
+    let resolved = resolve_with(src, filter_of(src, b)?, &params, &ResolveOptions::for_binding_params(&params))
         .map_err(|source| BindError::Resolve { port: port(), source })?;
     let concrete = lower(&resolved).map_err(|e| BindError::Lower { port: port(), source: Box::new(e) })?;
     Ok((resolved, concrete))
@@ -102,8 +103,9 @@ pub fn prepared<'a>(src: &'a dyn FilterSource, b: &Binding) -> Result<Prepared<'
 /// [`concrete_of`] for a binding of a [`prepared`] filter.
 pub fn concrete_with(p: &Prepared, b: &Binding) -> Result<(Resolved, PortProgram), BindError> {
     let port = || b.portdev.to_string();
+    let params = binding_params(b);
     let resolved = p
-        .resolve(&binding_params(b), &ResolveOptions::for_binding())
+        .resolve(&params, &ResolveOptions::for_binding_params(&params))
         .map_err(|source| BindError::Resolve { port: port(), source })?;
     let concrete = lower(&resolved).map_err(|e| BindError::Lower { port: port(), source: Box::new(e) })?;
     Ok((resolved, concrete))

@@ -112,6 +112,15 @@ pub enum ResolveError {
         /// The filters on the loop, the first repeated at the end.
         path: Vec<String>,
     },
+    /// `IP`/`IPV6` are used by rules and have no value, and the binding
+    /// turned learning off.
+    #[error("cannot resolve filter '{filter}': {} used by its rules but not given, and CTRL_IP_LEARNING is 'none' (give {}, or let guestwall learn it with CTRL_IP_LEARNING 'any' or 'dhcp')", vars.join(", "), vars.join(" and "))]
+    NotLearned {
+        /// The top filter.
+        filter: String,
+        /// `IP`, `IPV6` or both.
+        vars: Vec<String>,
+    },
     /// Variables used by rules have no value.
     #[error("cannot resolve filter '{filter}': unresolvable variables or unavailable list elements: {}", missing.join(", "))]
     MissingVariables {
@@ -781,12 +790,32 @@ pub struct ResolveOptions {
     /// this for `IP`/`IPV6` until the address is known, as libvirt's rules
     /// with learning pending.
     pub may_be_absent: BTreeSet<String>,
+    /// The binding turned learning off (`CTRL_IP_LEARNING=none`): an absent
+    /// `IP`/`IPV6` its rules use is an error naming it, as in libvirt,
+    /// rather than an address to wait for.
+    pub learning_off: bool,
 }
 
 impl ResolveOptions {
     /// What a port binding uses: `IP` and `IPV6` may be absent.
     pub fn for_binding() -> ResolveOptions {
-        ResolveOptions { may_be_absent: [reserved::IP, reserved::IPV6].iter().map(|s| s.to_string()).collect() }
+        ResolveOptions {
+            may_be_absent: [reserved::IP, reserved::IPV6].iter().map(|s| s.to_string()).collect(),
+            learning_off: false,
+        }
+    }
+
+    /// What a binding with these parameters uses: [`Self::for_binding`],
+    /// unless `CTRL_IP_LEARNING` is `none` (then nothing may be absent).
+    pub fn for_binding_params(params: &Params) -> ResolveOptions {
+        let off = params
+            .get(reserved::CTRL_IP_LEARNING)
+            .and_then(|v| v.first())
+            .is_some_and(|v| v.to_string().eq_ignore_ascii_case("none"));
+        match off {
+            true => ResolveOptions { may_be_absent: BTreeSet::new(), learning_off: true },
+            false => ResolveOptions::for_binding(),
+        }
     }
 }
 
@@ -848,6 +877,16 @@ fn resolve_insts(
                     missing.insert(va.to_string());
                 }
             }
+        }
+    }
+    if opts.learning_off {
+        let unlearned: Vec<String> = [reserved::IP, reserved::IPV6]
+            .iter()
+            .filter(|v| missing.iter().any(|m: &String| m == *v || m.starts_with(&format!("{v}["))))
+            .map(|v| v.to_string())
+            .collect();
+        if !unlearned.is_empty() {
+            return Err(ResolveError::NotLearned { filter: filter.name.clone(), vars: unlearned });
         }
     }
     if !missing.is_empty() {

@@ -364,3 +364,29 @@ fn reaches_follows_references_without_recursion() {
     assert!(!reaches(&cyc, "c", "a"));
     assert!(!reaches(&cyc, "a", "d"));
 }
+
+#[test]
+fn learning_off_without_an_address_is_refused_naming_the_variable() {
+    // As no-ip-spoofing: the guest's own address, by variable.
+    let lib = xml_lib(&["<filter name='t'>\
+        <rule action='return' direction='out'><ip srcipaddr='$IP'/></rule>\
+        <rule action='drop' direction='out'><ip/></rule>\
+        </filter>"]);
+    let f = &lib["t"];
+    let with = |pairs: &[&str]| gw_resolve::params_from_pairs(pairs.iter().copied()).expect("params");
+    let mac = "MAC=52:54:00:00:00:01";
+    // Learning on (the default, or any/dhcp): the address is waited for.
+    for p in [vec![mac], vec![mac, "CTRL_IP_LEARNING=any"], vec![mac, "CTRL_IP_LEARNING=dhcp"]] {
+        let p = with(&p);
+        assert!(resolve_with(&lib, f, &p, &ResolveOptions::for_binding_params(&p)).is_ok(), "{p:?}");
+    }
+    // Off, without IP: refused, and the message says which and why.
+    let p = with(&[mac, "CTRL_IP_LEARNING=NONE"]);
+    let e = resolve_with(&lib, f, &p, &ResolveOptions::for_binding_params(&p)).unwrap_err();
+    let s = e.to_string();
+    assert!(matches!(e, gw_resolve::ResolveError::NotLearned { .. }), "{e:?}");
+    assert!(s.contains("IP used by its rules but not given") && s.contains("CTRL_IP_LEARNING is 'none'"), "{s}");
+    // Off, with IP: fine.
+    let p = with(&[mac, "CTRL_IP_LEARNING=none", "IP=192.0.2.1"]);
+    assert!(resolve_with(&lib, f, &p, &ResolveOptions::for_binding_params(&p)).is_ok());
+}
