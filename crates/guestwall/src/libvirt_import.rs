@@ -75,29 +75,45 @@ fn xml_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn read_filters(dir: &Path) -> Result<Vec<Item>> {
-    let mut out = Vec::new();
-    for path in xml_files(dir)? {
-        let xml = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let item = match gw_xml::read_filter(&xml) {
-            Ok(p) => Item {
-                name: p.value.name.clone(),
-                notes: p.quirks.iter().map(|q| format!("{}:{q}", path.display())).collect(),
-                problems: Vec::new(),
-                path,
-                xml,
-            },
-            Err(e) => Item {
-                name: path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
-                notes: Vec::new(),
-                problems: e.errors.iter().map(|d| format!("{}:{d}", path.display())).collect(),
-                path,
-                xml,
-            },
-        };
-        out.push(item);
+/// libvirt's filters read as guestwalld reads its own config directory
+/// (`Library::with_dir_lenient`: the same limits, the same choice between
+/// two files of one filter), over guestwall's built-ins: the library
+/// guestwalld will have, and one report item per file.
+fn read_filters(dir: &Path) -> Result<(gw_builtins::Library, Vec<Item>)> {
+    let (lib, problems) = match dir.is_dir() {
+        true => gw_builtins::Library::with_dir_lenient(dir)
+            .with_context(|| format!("cannot read libvirt's filters in {}", dir.display()))?,
+        false => (gw_builtins::Library::builtins().context("guestwall's built-in filters")?, Vec::new()),
+    };
+    let mut items = Vec::new();
+    for (f, origin) in lib.iter() {
+        let gw_builtins::Origin::File(path) = origin else { continue };
+        items.push(Item {
+            path: path.clone(),
+            // The filter as read (libvirt's reading applied): the daemon is
+            // given exactly what it will enforce.
+            xml: gw_xml::write_filter(f),
+            name: f.name.clone(),
+            notes: lib
+                .quirks()
+                .iter()
+                .filter(|(p, _)| p == path)
+                .map(|(p, q)| format!("{}:{q}", p.display()))
+                .collect(),
+            problems: Vec::new(),
+        });
     }
-    Ok(out)
+    for e in problems {
+        let path = match &e {
+            gw_builtins::LoadError::Io { path, .. } | gw_builtins::LoadError::Parse { path, .. } => path.clone(),
+            gw_builtins::LoadError::Duplicate { second, .. } => second.clone(),
+            _ => dir.to_path_buf(),
+        };
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        items.push(Item { path, xml: String::new(), name, notes: Vec::new(), problems: vec![e.to_string()] });
+    }
+    items.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok((lib, items))
 }
 
 /// The `<filterbinding>` inside libvirt's status file (or the file itself
@@ -193,14 +209,7 @@ pub fn run(args: ImportArgs, socket: &Path) -> Result<crate::Outcome> {
     if let Some(uri) = &args.back {
         return back(uri, socket);
     }
-    let filters = read_filters(&args.nwfilter_dir)?;
-    // The library guestwalld will have: its built-ins, overlaid by libvirt's files.
-    let mut lib = gw_builtins::Library::builtins().context("guestwall's built-in filters")?;
-    for f in filters.iter().filter(|f| f.problems.is_empty()) {
-        if let Ok(p) = gw_xml::read_filter(&f.xml) {
-            lib.insert(p.value, gw_builtins::Origin::File(f.path.clone()));
-        }
-    }
+    let (lib, filters) = read_filters(&args.nwfilter_dir)?;
     let bindings = read_bindings(&args.binding_dir, &lib)?;
     let filters_ok = report("filter", &filters);
     let bindings_ok = report("binding", &bindings);

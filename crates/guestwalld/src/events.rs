@@ -71,23 +71,29 @@ fn gone() -> Response {
 }
 
 impl Inbox {
+    /// Posts a request; where its answer will come (none: the reconciler
+    /// has stopped).
+    fn post(&self, req: Request) -> Option<oneshot::Receiver<Response>> {
+        let (reply, answer) = oneshot::channel();
+        self.tx.send(Envelope { event: Event::Request(req), reply: Some(reply) }).ok()?;
+        Some(answer)
+    }
+
     /// Posts a request and waits for its answer.
     pub async fn request(&self, req: Request) -> Response {
-        let (reply, answer) = oneshot::channel();
-        if self.tx.send(Envelope { event: Event::Request(req), reply: Some(reply) }).is_err() {
-            return gone();
+        match self.post(req) {
+            Some(answer) => answer.await.unwrap_or_else(|_| gone()),
+            None => gone(),
         }
-        answer.await.unwrap_or_else(|_| gone())
     }
 
     /// Posts a request and waits for its answer, blocking this thread (for
     /// threads outside the async runtime: the libvirt protocol's clients).
     pub fn request_blocking(&self, req: Request) -> Response {
-        let (reply, answer) = oneshot::channel();
-        if self.tx.send(Envelope { event: Event::Request(req), reply: Some(reply) }).is_err() {
-            return gone();
+        match self.post(req) {
+            Some(answer) => answer.blocking_recv().unwrap_or_else(|_| gone()),
+            None => gone(),
         }
-        answer.blocking_recv().unwrap_or_else(|_| gone())
     }
 
     /// Interfaces changed: posts [`Event::LinksChanged`] unless one is

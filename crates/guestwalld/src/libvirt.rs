@@ -84,6 +84,12 @@ fn joined(e: &ApiError) -> String {
     e.messages.join("; ")
 }
 
+/// A document guestwall cannot read, as libvirt's XML error (one line:
+/// virsh prints it after "error: ").
+fn xml_error(e: &gw_xml::ReadError) -> RpcError {
+    RpcError::xml_error(&e.errors.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; "))
+}
+
 /// Errors the daemon gives for any request, as libvirt reports them.
 fn general(e: ApiError) -> RpcError {
     match e.code {
@@ -140,10 +146,7 @@ impl Backend for Daemon<'_> {
         // guestwall always checks a filter in full (VALIDATE adds nothing).
         // The name is read here to find the filter's UUID afterwards; the
         // daemon reads the document again, as it reads every request.
-        let name = gw_xml::read_filter(xml)
-            .map_err(|e| RpcError::xml_error(&e.errors.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; ")))?
-            .value
-            .name;
+        let name = gw_xml::read_filter(xml).map_err(|e| xml_error(&e))?.value.name;
         // libvirt's clients expect libvirt's reading of the document.
         self.ask(Request::FilterDefine { xml: xml.to_string(), libvirt_quirks: true }).map_err(general)?;
         info!("libvirt: filter {name} defined");
@@ -183,9 +186,7 @@ impl Backend for Daemon<'_> {
     }
 
     fn create_binding(&mut self, xml: &str, _flags: u32) -> Result<BindingRef, RpcError> {
-        let b = gw_xml::read_binding(xml)
-            .map_err(|e| RpcError::xml_error(&e.errors.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("; ")))?
-            .value;
+        let b = gw_xml::read_binding(xml).map_err(|e| xml_error(&e))?.value;
         let port = b.portdev.to_string();
         // libvirt's bindings are its running guests' runtime state.
         self.ask(Request::BindingCreate { document: xml.to_string(), runtime: true }).map_err(|e| match e.code {
