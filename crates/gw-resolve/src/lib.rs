@@ -811,7 +811,7 @@ impl ResolveOptions {
         let off = params
             .get(reserved::CTRL_IP_LEARNING)
             .and_then(|v| v.first())
-            .is_some_and(|v| v.to_string().eq_ignore_ascii_case("none"));
+            .is_some_and(|v| v.as_str().eq_ignore_ascii_case("none"));
         match off {
             true => ResolveOptions { may_be_absent: BTreeSet::new(), learning_off: true },
             false => ResolveOptions::for_binding(),
